@@ -21,3 +21,34 @@ def pytest_collection_modifyitems(config, items):
                 has_cuda = False
             if not has_cuda:
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny random sv3d_p checkpoint with the official key layout (made once)."""
+    from sv3d_trt.models.checkpoint import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_sv3d_p.safetensors", "tiny", "sv3d_p", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_u(tmp_path_factory):
+    from sv3d_trt.models.checkpoint import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_sv3d_u.safetensors", "tiny", "sv3d_u", seed=2)
+
+
+@pytest.fixture(scope="session")
+def example_image():
+    from sv3d_trt.preprocess import example_image_path
+
+    return example_image_path()
+
+
+def rel_err(a, b) -> float:
+    """||a - b|| / ||b|| in float64."""
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))

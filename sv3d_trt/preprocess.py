@@ -1,0 +1,187 @@
+"""Input image -> the 576x576 white-background conditioning image SV3D expects.
+
+Follows the sv3d branch of simple_video_sample.py (sv3d.md §4.1): an RGBA input is used as-is;
+the object's alpha bounding box is pasted centred on a square transparent canvas, resized with
+LANCZOS, composited on white and truncated to uint8. RGB inputs need a foreground: an explicit
+mask, rembg on request (the reference always runs rembg), or - our default - keying out a
+near-uniform background estimated from the border pixels.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
+
+from .errors import ImageError
+
+MIN_SIDE = 32  # smaller inputs carry too little detail to condition a 576x576 orbit
+REMBG_MAX_SIDE = 768  # the reference thumbnails RGB inputs to 768x768 before rembg
+# Background keying, in 0..255 units of max-channel distance to the estimated background colour.
+UNIFORM_TOL = 16  # a border pixel within this distance counts as background
+UNIFORM_FRACTION = 0.9  # share of border pixels that must be background for the border to be "uniform"
+SOFT_EDGE = 24  # width of the alpha ramp above the noise level
+
+EXAMPLES = {"mug": "mug_rgba.png", "toy": "toy_rgb.png"}
+
+
+def example_image_path(name: str) -> Path:
+    """Path of a bundled example image: 'mug' (RGBA, transparent background) or 'toy' (RGB, grey background)."""
+    if name not in EXAMPLES:
+        raise ImageError(f"unknown example {name!r}; choose one of {sorted(EXAMPLES)}")
+    return Path(str(resources.files("sv3d_trt") / "assets" / EXAMPLES[name]))
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedImage:
+    rgb_uint8: np.ndarray  # (size, size, 3) uint8, object on white
+    tensor: np.ndarray  # (1, 3, size, size) float32 in [-1, 1]
+    alpha_uint8: np.ndarray  # (size, size) uint8, the object's alpha after resizing
+
+
+def _open(source, what: str) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    try:
+        image = Image.open(source)
+        image.load()  # decode now, so a truncated file fails here and not later
+    except FileNotFoundError:
+        raise ImageError(f"{what} {source} not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{what} {source} is a folder, not an image file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{what} {source} is unreadable or not an image ({e})") from None
+    return image
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+
+
+def _load_mask(mask, size: tuple[int, int]) -> np.ndarray:
+    """Mask as uint8 (H, W), white = object, from a path, a PIL image or an array (bool, 0/1, uint8 or [0, 1] floats)."""
+    if isinstance(mask, np.ndarray):
+        m = mask[..., 0] if mask.ndim == 3 else mask
+        if np.issubdtype(m.dtype, np.floating) or m.max(initial=0) <= 1:
+            m = np.clip(np.rint(m.astype(np.float64) * 255.0), 0, 255)  # bool, 0/1 or [0, 1] masks
+        m = m.astype(np.uint8)
+    else:
+        m = np.asarray(_open(mask, "mask").convert("L"))
+    if m.shape != (size[1], size[0]):
+        raise ImageError(f"mask is {m.shape[1]}x{m.shape[0]} px but the image is {size[0]}x{size[1]} px")
+    if not m.any():
+        raise ImageError("mask is empty (all black): nothing marks the object")
+    return m
+
+
+def _key_out_background(rgb: np.ndarray, name: str) -> np.ndarray:
+    """Alpha (H, W) uint8 for an object on a near-uniform background, or ImageError.
+
+    The background colour is the median border pixel. Pixels connected to the border and
+    within noise + SOFT_EDGE of that colour get a linear alpha ramp (soft edge); everything
+    else, including background-coloured holes inside the object, stays opaque. A 3x3 opening
+    then drops isolated noise specks so they do not inflate the object's bounding box.
+    """
+    h, w, _ = rgb.shape
+    band = max(2, min(h, w) // 100)
+    border = np.concatenate([rgb[:band].reshape(-1, 3), rgb[-band:].reshape(-1, 3),
+                             rgb[:, :band].reshape(-1, 3), rgb[:, -band:].reshape(-1, 3)]).astype(np.int16)
+    background = np.median(border, axis=0)
+    d_border = np.abs(border - background).max(axis=1)  # (N,)
+    near = d_border <= UNIFORM_TOL
+    if near.mean() < UNIFORM_FRACTION:
+        hint = "--rembg, " if importlib.util.find_spec("rembg") is not None else ""
+        raise ImageError(
+            f"{name} is an RGB image without a uniform background to remove (only {near.mean():.0%} of its "
+            f"border pixels match the border colour); pass {hint}--mask MASK.png, or an RGBA image with a "
+            "transparent background")
+    t0 = float(np.clip(np.percentile(d_border[near], 99) + 2.0, 6.0, UNIFORM_TOL))
+    t1 = t0 + SOFT_EDGE
+    d = np.abs(rgb.astype(np.float32) - background.astype(np.float32)).max(axis=2)  # (H, W)
+    ramp = np.clip((d - t0) / (t1 - t0), 0.0, 1.0)
+
+    # Flood-fill the candidate background from a 1-px frame around the image: the filled
+    # region is exactly the background-like pixels connected to the border.
+    candidate = np.pad((d < t1).astype(np.uint8) * 255, 1, constant_values=255)
+    fill = Image.fromarray(candidate)
+    ImageDraw.floodfill(fill, (0, 0), 128)
+    connected = np.asarray(fill)[1:-1, 1:-1] == 128
+    alpha = np.where(connected, ramp, 1.0)
+    alpha8 = np.rint(alpha * 255.0).astype(np.uint8)
+    opened = Image.fromarray(alpha8).filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3))
+    return np.where(np.asarray(opened) > 0, alpha8, 0).astype(np.uint8)
+
+
+def _rembg(image: Image.Image) -> Image.Image:
+    try:
+        from rembg import remove
+    except ImportError:
+        raise ImageError("rembg is not installed: `pip install rembg`, or pass --mask MASK.png "
+                         "or an RGBA image") from None
+    image = image.copy()
+    image.thumbnail((REMBG_MAX_SIDE, REMBG_MAX_SIDE), Image.LANCZOS)
+    return remove(image.convert("RGBA"), alpha_matting=True)
+
+
+def load_image(source, mask=None, rembg: bool = False) -> Image.Image:
+    """Open an image (path or PIL) and return it as RGBA with the object in the alpha channel.
+
+    RGBA inputs keep their alpha. `mask` (path, PIL image or array; white = object) replaces
+    the alpha. Otherwise an RGB input goes through rembg when `rembg=True`, else its
+    near-uniform background is keyed out (ImageError when the background is not uniform).
+    """
+    name = str(source) if not isinstance(source, Image.Image) else "the image"
+    image = _open(source, "image")
+    if min(image.size) < MIN_SIDE:
+        raise ImageError(f"{name} is {image.size[0]}x{image.size[1]} px; need at least {MIN_SIDE} px on each side")
+    if mask is not None:
+        rgba = image.convert("RGBA")
+        rgba.putalpha(Image.fromarray(_load_mask(mask, image.size)))
+    elif _has_alpha(image):
+        rgba = image.convert("RGBA")
+    elif rembg:
+        rgba = _rembg(image.convert("RGB"))
+    else:
+        rgb = np.asarray(image.convert("RGB"))
+        rgba = Image.fromarray(np.dstack([rgb, _key_out_background(rgb, name)]), "RGBA")
+    if not np.asarray(rgba.getchannel("A")).any():
+        raise ImageError(f"{name} has an empty alpha channel (fully transparent): no object to generate from")
+    return rgba
+
+
+def prepare_image(image, size: int = 576, image_frame_ratio: float | None = None) -> PreparedImage:
+    """Centre the object on a square canvas, resize to size x size and composite on white (sv3d.md §4.1).
+
+    image: an RGBA PIL image from load_image (anything else is passed through load_image first).
+    The canvas side is the image HEIGHT by default (the reference's `in_w` is shape[0]) or
+    int(max(w, h)/image_frame_ratio) for the object's bbox w x h. Deviation: where the
+    reference crashes because the bbox is larger than the canvas (a wide object in a tall
+    image, or image_frame_ratio > 1), we grow the canvas to fit the bbox.
+    """
+    if not (isinstance(image, Image.Image) and image.mode == "RGBA"):
+        image = load_image(image)
+    if image_frame_ratio is not None and not image_frame_ratio > 0:
+        raise ImageError(f"image_frame_ratio must be > 0, got {image_frame_ratio}")
+    arr = np.asarray(image)  # (H, W, 4) uint8
+    ys, xs = np.nonzero(arr[..., 3] > 0)  # cv2.boundingRect of the alpha > 0 mask
+    if len(xs) == 0:
+        raise ImageError("the image has an empty alpha channel (fully transparent): no object to generate from")
+    x, y = xs.min(), ys.min()
+    w, h = xs.max() - x + 1, ys.max() - y + 1
+    side = int(max(w, h) / image_frame_ratio) if image_frame_ratio is not None else arr.shape[0]
+    side = max(side, w, h)
+    canvas = np.zeros((side, side, 4), dtype=np.uint8)  # transparent black, as the reference
+    top, left = side // 2 - h // 2, side // 2 - w // 2
+    canvas[top:top + h, left:left + w] = arr[y:y + h, x:x + w]
+    # Pillow resizes RGBA in premultiplied alpha, as in the reference.
+    rgba = np.asarray(Image.fromarray(canvas, "RGBA").resize((size, size), Image.LANCZOS)) / 255.0
+    rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+    rgb_uint8 = (rgb * 255.0).astype(np.uint8)  # truncation, not rounding, as the reference
+    # ToTensor then x*2-1, in float32 like torchvision.
+    tensor = (rgb_uint8.astype(np.float32) / np.float32(255.0)) * np.float32(2.0) - np.float32(1.0)
+    tensor = np.ascontiguousarray(tensor.transpose(2, 0, 1)[None])  # (1, 3, size, size)
+    alpha_uint8 = np.rint(rgba[..., 3] * 255.0).astype(np.uint8)
+    return PreparedImage(rgb_uint8=rgb_uint8, tensor=tensor, alpha_uint8=alpha_uint8)

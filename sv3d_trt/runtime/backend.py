@@ -1,0 +1,104 @@
+"""The one small interface every backend implements, and the registry of backends.
+
+A backend turns arrays into arrays for the three stages of a request: encode the input
+image (CLIP embedding + VAE concat latent), run one denoise step of the batched-CFG
+sampler, decode latents to frames. The denoise loop is written once, here, against that
+`step`; backends that capture the whole loop (CUDA graphs) override `denoise`. Everything
+crossing this boundary is numpy, so this module and the pipeline never import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..backends import canonical_backend
+from ..errors import BackendUnavailableError
+
+
+@dataclass
+class Conditioning:
+    """Per-image conditioning; computed once, reusable for any number of orbits."""
+
+    clip_embedding: np.ndarray  # (1, context_dim) float32
+    concat_latent: np.ndarray  # (1, 4, h, w) float32, unscaled posterior mean
+    input_rgb: np.ndarray  # (H, W, 3) uint8, the preprocessed input view
+
+
+class Backend(ABC):
+    """Protocol of one execution engine. Public methods are stage-level and numpy in/out."""
+
+    name: str = ""
+
+    def __init__(self, config):
+        self.config = config  # SV3DConfig
+
+    @property
+    def variant(self) -> str:
+        return self.config.variant
+
+    @abstractmethod
+    def encode(self, image: np.ndarray, cond_noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """image (1,3,H,W) in [-1,1], noise like image -> (clip_embedding (1,D), concat_latent (1,4,h,w))."""
+
+    @abstractmethod
+    def prepare(self, cond: Conditioning, vector: np.ndarray, cfg_scales: np.ndarray) -> Any:
+        """Per-generation state for `step` (batched uc/c conditioning, folded context, ...).
+        vector: (T, adm) camera/cond_aug vector; cfg_scales: (T,) triangular guidance."""
+
+    @abstractmethod
+    def step(self, state: Any, x: Any, sigma: float, sigma_next: float) -> Any:
+        """One Euler step of the CFG-guided EDM sampler: x_t (T,4,h,w) -> x_{t+1}."""
+
+    @abstractmethod
+    def to_native(self, x: np.ndarray) -> Any:
+        """Move a latent into the backend's own array type (device tensor, numpy)."""
+
+    @abstractmethod
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Bring a latent back as float32 numpy."""
+
+    @abstractmethod
+    def decode(self, latent: np.ndarray, chunk: int) -> np.ndarray:
+        """latent (T,4,h,w) (already divided by the VAE scale) -> frames (T,3,H,W) raw decoder output."""
+
+    def denoise(
+        self,
+        state: Any,
+        noise: np.ndarray,
+        sigmas: np.ndarray,
+        on_step: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """The sampler loop: x_0 = noise * sqrt(1 + sigma_0^2), then one `step` per sigma pair."""
+        from ..sampler import initial_noise_scale
+
+        x = self.to_native(noise * np.float32(initial_noise_scale(float(sigmas[0]))))
+        for i in range(len(sigmas) - 1):
+            x = self.step(state, x, float(sigmas[i]), float(sigmas[i + 1]))
+            if on_step is not None:
+                on_step(i)
+        return self.to_numpy(x)
+
+    def describe(self) -> dict:
+        """Settings for run.json (device, dtype, versions)."""
+        return {"backend": self.name}
+
+
+# CLI name -> "module:Class", imported on first use so only the chosen backend's
+# dependencies load (the TensorRT path never imports torch).
+REGISTRY = {
+    "torch-eager": "sv3d_trt.runtime.torch_eager:TorchEagerBackend",
+}
+
+
+def backend_class(name: str) -> type[Backend]:
+    name = canonical_backend(name)
+    if name not in REGISTRY:
+        raise BackendUnavailableError(
+            f"backend {name!r} is not available in this build; available: {', '.join(REGISTRY)}"
+        )
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
