@@ -97,7 +97,7 @@ def dynamic_orbit(num_frames: int = 21, elevation_deg: float = DEFAULT_ELEVATION
     for cycles in (1, 2, 3):
         weight, phase = rng.uniform(0.3, 1.0), rng.uniform(0.0, 2.0 * np.pi)
         wobble += weight * (np.sin(cycles * phi + phase) - np.sin(phase))
-    amplitude = min(rng.uniform(5.0, 10.0), 89.0 - abs(float(elevation_deg)))
+    amplitude = max(0.0, min(rng.uniform(5.0, 10.0), 89.0 - abs(float(elevation_deg))))
     wobble *= amplitude / max(np.abs(wobble).max(), 1e-12)
     steps = 1.0 + 0.3 * np.sin(phi + rng.uniform(0.0, 2.0 * np.pi))  # (T,) all in [0.7, 1.3]
     azimuths = np.mod(np.cumsum(steps) * (360.0 / steps.sum()), 360.0)
@@ -242,7 +242,7 @@ def look_at_origin(elevation_deg: float, azimuth_deg: float, radius: float = RAD
 
 
 def intrinsics(image_size: int = 576, fov_deg: float = FOV_DEG) -> dict:
-    """Pinhole intrinsics from the vertical field of view: f = (H/2)/tan(fov/2) (947.8 px at 576)."""
+    """Pinhole intrinsics from the vertical field of view: f = (H/2)/tan(fov/2) (947.9 px at 576, as mesh.md)."""
     focal = (image_size / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
     c = image_size / 2.0
     return {"width": image_size, "height": image_size, "fov_y_deg": fov_deg, "fx": focal, "fy": focal,
@@ -260,15 +260,16 @@ CONVENTION = (
 
 
 def cameras_json(orbit: Orbit | None, image_size: int = 576, fov_deg: float = FOV_DEG,
-                 radius: float = RADIUS) -> dict:
+                 radius: float = RADIUS, num_frames: int = 21) -> dict:
     """JSON-ready description of the 21 output views: intrinsics, per-frame pose, conventions.
 
     orbit=None (sv3d_u): the elevation of SV3D_u's training orbit is not published, so we
-    assume the static orbit at elevation 0 and say so in the file ("orbit_assumed": true).
+    assume the static orbit at elevation 0 and say so in the file ("orbit_assumed": true);
+    num_frames is used only then.
     """
     assumed = orbit is None
     if assumed:
-        orbit = static_orbit(21, 0.0)
+        orbit = static_orbit(num_frames, 0.0)
     frames = []
     for i, (e, a) in enumerate(zip(orbit.elevations_deg, orbit.relative_azimuths_deg)):
         c2w = look_at_origin(float(e), float(a), radius)

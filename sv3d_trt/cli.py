@@ -114,7 +114,7 @@ def demo(out, steps, seed):
     if not ckpt.exists():
         make_checkpoint(ckpt, "tiny", variant="sv3d_p", seed=0)
     click.echo(f"random tiny sv3d_p checkpoint: {ckpt} (real key layout, random weights: frames are noise-like)")
-    image = example_image_path()
+    image = example_image_path("mug")
     pipe = Pipeline.from_checkpoint(ckpt)
     _generate(pipe, image, out / "orbit", seed, steps, None, None, 14)
     click.echo("\nWith the real weights (needs a GPU for reasonable speed):\n"
@@ -122,6 +122,55 @@ def demo(out, steps, seed):
 
 
 # ---- export / build / verify -------------------------------------------------------------
+
+
+@main.command()
+@click.option("--onnx", "onnx_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Directory written by `sv3d-trt export`.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Where <graph>.engine files and manifest.json go.")
+@click.option("--backend", type=click.Choice(["tensorrt", "tensorrt-rtx"]), default=None,
+              help="Default: full TensorRT if installed, else TensorRT-RTX.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8", "fp8"]), default=None,
+              help="Default: the export's dtype. int8/fp8 quantize the denoise step from the export's calibration set.")
+@click.option("--target", "targets", default=None,
+              help="TensorRT-RTX architectures, comma-separated (e.g. sm89,sm120). Default: portable (sm80+).")
+@click.option("--error-samples", type=int, default=4, show_default=True,
+              help="Held-out steps on which an int8/fp8 step graph is compared with the export (0: skip).")
+@_friendly
+def build(onnx_dir, out_dir, backend, precision, targets, error_samples):
+    """Build TensorRT / TensorRT-RTX engines from an ONNX export, with a manifest."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .export.build import build_engines
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        transient=True)
+    with progress:
+        manifest = build_engines(onnx_dir, out_dir, backend=backend, precision=precision,
+                                 targets=targets.split(",") if targets else None, progress=progress,
+                                 error_samples=error_samples)
+    for graph, entry in manifest.engines.items():
+        errors = entry.get("quantization", {}).get("step_errors", [])
+        worst = f", max held-out step error {max(e['rel_error'] for e in errors):.2e}" if errors else ""
+        click.echo(f"{graph}: {entry['precision']}, {entry['bytes'] / 1e6:.1f} MB, {entry['build_seconds']:.1f} s{worst}")
+    click.echo(f"wrote {out_dir} ({manifest.backend} {manifest.builder_version}, {', '.join(manifest.targets)})")
+
+
+@main.command()
+@click.argument("engines", type=click.Path(exists=True, file_okay=False))
+@click.option("--onnx", "onnx_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Also re-hash the source graphs here (default: the recorded export directory, if present).")
+@_friendly
+def verify(engines, onnx_dir):
+    """Re-check an engine directory against its manifest; exit 1 with the reason on mismatch."""
+    from .export.manifest import verify_engines
+
+    manifest = verify_engines(engines, onnx_dir)
+    click.echo(f"ok: {len(manifest.engines)} engines match {engines}/manifest.json "
+               f"({manifest.backend} {manifest.builder_version}, {manifest.precision.value}, "
+               f"{', '.join(manifest.targets)})")
+
 
 
 # ---- runtime ------------------------------------------------------------------------------

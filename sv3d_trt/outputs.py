@@ -29,15 +29,18 @@ def _even(frames: np.ndarray) -> np.ndarray:
 
 
 def _save_mp4(path: Path, frames: np.ndarray, fps: float) -> Path:
-    import imageio.v2 as imageio  # imported here: only this writer needs ffmpeg
+    import imageio_ffmpeg  # imported here: only this writer needs ffmpeg
 
+    frames = _even(frames)  # (T, H, W, 3), H and W even
     with atomic_path(path) as tmp:
         # The temp name does not end in .mp4, so name the container for ffmpeg explicitly.
-        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    pixelformat="yuv420p", macro_block_size=1, output_params=["-f", "mp4"])
+        writer = imageio_ffmpeg.write_frames(str(tmp), (frames.shape[2], frames.shape[1]), fps=fps,
+                                             codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1,
+                                             output_params=["-f", "mp4"])
+        writer.send(None)  # start the ffmpeg process
         try:
-            for frame in _even(frames):
-                writer.append_data(frame)
+            for frame in frames:
+                writer.send(np.ascontiguousarray(frame))
         finally:
             writer.close()
     return path

@@ -106,7 +106,7 @@ def _key_out_background(rgb: np.ndarray, name: str) -> np.ndarray:
     # Flood-fill the candidate background from a 1-px frame around the image: the filled
     # region is exactly the background-like pixels connected to the border.
     candidate = np.pad((d < t1).astype(np.uint8) * 255, 1, constant_values=255)
-    fill = Image.fromarray(candidate)
+    fill = Image.fromarray(candidate).copy()  # a writable copy: floodfill silently skips read-only images
     ImageDraw.floodfill(fill, (0, 0), 128)
     connected = np.asarray(fill)[1:-1, 1:-1] == 128
     alpha = np.where(connected, ramp, 1.0)

@@ -87,6 +87,9 @@ def cfg_combine(d_uncond, d_cond, scales_per_frame):
 def euler_step(x, denoised, sigma, sigma_next):
     """One EulerEDMSampler step with s_churn = 0: x + (sigma_next - sigma) (x - D)/sigma.
 
+    sigma, sigma_next: Python floats from edm_sigmas (a device tensor works too, but testing it
+    for zero costs a host sync).
+
     At sigma_next == 0 the formula equals D up to rounding; we return `denoised` exactly
     (the reference evaluates the formula, so its last step differs from D by float rounding).
     """

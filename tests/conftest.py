@@ -42,7 +42,7 @@ def tiny_checkpoint_u(tmp_path_factory):
 def example_image():
     from sv3d_trt.preprocess import example_image_path
 
-    return example_image_path()
+    return example_image_path("mug")
 
 
 def rel_err(a, b) -> float:

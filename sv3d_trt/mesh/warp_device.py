@@ -10,6 +10,8 @@ import warp as wp
 
 from ..errors import BackendUnavailableError
 
+# Libraries do not print: Warp's start-up banner and per-module compile lines go quiet.
+wp.config.log_level = wp.LOG_WARNING
 _started = False
 
 
@@ -17,7 +19,6 @@ def warp_device(device: torch.device | str) -> str:
     """Start Warp once (quietly) and return the Warp name of a torch device."""
     global _started
     if not _started:
-        wp.config.quiet = True
         wp.init()
         _started = True
     device = torch.device(device)
@@ -33,4 +34,5 @@ def warp_device(device: torch.device | str) -> str:
 
 def to_warp(tensor: torch.Tensor, dtype=None) -> wp.array:
     """A Warp view of a contiguous torch tensor (no copy; gradients are not tracked)."""
+    warp_device(tensor.device)
     return wp.from_torch(tensor.detach().contiguous(), dtype=dtype, requires_grad=False)

@@ -31,11 +31,12 @@ def temporal_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, f
     """
     n, s, h, d = q.shape
 
-    def to_frames_last(x: torch.Tensor) -> torch.Tensor:
-        return x.view(n // frames, frames, s, h, d).permute(0, 2, 3, 1, 4)  # (B, S, heads, T, d)
+    def frames_as_tokens(x: torch.Tensor) -> torch.Tensor:
+        # S and heads are adjacent in memory, so (S*heads) acts as SDPA's head axis without a copy.
+        return x.reshape(n // frames, frames, s * h, d).transpose(1, 2)  # (B, S*heads, T, d)
 
-    out = F.scaled_dot_product_attention(to_frames_last(q), to_frames_last(k), to_frames_last(v))
-    return out.permute(0, 3, 1, 2, 4).reshape(n, s, h, d)  # (B*T, S, heads, d)
+    out = F.scaled_dot_product_attention(frames_as_tokens(q), frames_as_tokens(k), frames_as_tokens(v))
+    return out.transpose(1, 2).reshape(n, s, h, d)  # (B*T, S, heads, d)
 
 
 class CrossAttention(nn.Module):

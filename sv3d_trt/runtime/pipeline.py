@@ -15,13 +15,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..cameras import Orbit, camera_vector, cameras_json, resolve_orbit
+from ..cameras import COND_AUG, Orbit, camera_vector, cameras_json, resolve_orbit
 from ..preprocess import load_image, prepare_image
 from ..sampler import edm_sigmas, triangle_cfg_scales
 from .backend import Backend, Conditioning, backend_class
 from .noise import draw_noise
-
-COND_AUG = 1e-5  # forced for both SV3D variants (sv3d.md §4.2)
 
 
 @dataclass
@@ -126,6 +124,7 @@ class Pipeline:
         frames = frames.transpose(0, 2, 3, 1)  # (T, H, W, 3)
         if replace_last_frame:  # the reference shows the exact input view as frame 20
             frames[-1] = conditioning.input_rgb
-        cameras = cameras_json(resolved, image_size=cfg.image_size, fov_deg=cfg.fov_deg, radius=cfg.camera_radius)
+        cameras = cameras_json(resolved, image_size=cfg.image_size, fov_deg=cfg.fov_deg, radius=cfg.camera_radius,
+                               num_frames=T)
         return Result(frames=frames, latent=latent, orbit=resolved, cameras=cameras,
                       input_rgb=conditioning.input_rgb, seed=seed, timings=timings)

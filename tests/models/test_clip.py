@@ -1,6 +1,7 @@
 """CLIP image tower and preprocessing vs open_clip's VisionTransformer and kornia's resize."""
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -169,3 +170,20 @@ def test_builds_on_meta_and_loads_with_assign():
     pixels = torch.randn(1, 3, cfg.image_size, cfg.image_size)
     with torch.no_grad():
         torch.testing.assert_close(model(pixels), source(pixels))
+
+
+@pytest.mark.filterwarnings("ignore:Constant folding")
+def test_preprocess_exports_to_onnx():
+    """clip_preprocess is plain Pad/Conv/Resize, so an exported graph runs in onnxruntime unchanged."""
+    ort = pytest.importorskip("onnxruntime")
+    class Preprocess(torch.nn.Module):
+        def forward(self, image):
+            return clip_preprocess(image, 28)
+
+    image = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    buffer = io.BytesIO()
+    torch.onnx.export(Preprocess(), (image,), buffer, dynamo=False, opset_version=18, input_names=["image"])
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"image": image.numpy()})
+    # fp32 cubic resampling positions round differently in ORT and torch (~1e-4 abs on noise).
+    assert rel_err(torch.from_numpy(actual), clip_preprocess(image, 28)) <= 1e-4

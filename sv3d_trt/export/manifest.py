@@ -1,0 +1,289 @@
+"""manifest.json: what a directory of engines was built from, by what, for which GPUs.
+
+Written by `sv3d-trt build` next to the `<graph>.engine` files; read by the runtime before it
+deserializes anything, because a TensorRT engine fails obscurely (or not at all, but wrongly)
+when loaded by another TensorRT version, on another architecture, or for the wrong SV3D
+variant. Torch-free and TensorRT-free: the runtime imports it.
+
+Layout (`FORMAT_VERSION` 1):
+
+    {
+      "format": 1, "sv3d_trt_version": "0.1.0", "created": "2026-11-25T13:50:00Z",
+      "builder": {"backend": "tensorrt-rtx", "version": "1.7.1.116"},
+      "targets": ["sm89", "sm120"],            # architectures the engines run on
+      "precision": "int8",                     # requested build precision
+      "onnx_dir": "/abs/path/to/onnx",         # where the sources were (for rebuild hints)
+      "export": {"config": "tiny", "variant": "sv3d_p", "precision": "fp16",
+                 "checkpoint_sha256": "..."},  # copied from the export's export.json
+      "engines": {
+        "denoise_step": {
+          "file": "denoise_step.engine", "sha256": "...", "bytes": 123, "precision": "int8",
+          "source": {"file": "denoise_step.onnx", "sha256": "...", "external_data": {...}},
+          "built_from": {"file": "denoise_step.int8.onnx", ...},  # quantized only, as "source"
+          "inputs":  [{"name": "x", "shape": [21, 4, 72, 72], "dtype": "float16"}, ...],
+          "outputs": [...],
+          "build_seconds": 0.6,
+          "quantization": {...}                # quantized only: calibration + error report
+        }, ...
+      }
+    }
+"""
+from __future__ import annotations
+
+import datetime
+import enum
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__
+from ..errors import StaleEngineError
+from ..fileio import write_json_atomic
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ENGINE_SUFFIX = ".engine"
+_HASH_CHUNK = 1 << 24
+
+
+class Precision(str, enum.Enum):
+    """Build precision. fp32/fp16/bf16 are the export's own dtypes (strongly typed networks
+    build exactly what the ONNX says); int8/fp8 add Q/DQ to the denoise step at build time."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8 = "int8"
+    FP8 = "fp8"
+
+    @property
+    def quantized(self) -> bool:
+        return self in (Precision.INT8, Precision.FP8)
+
+
+# Smallest compute capability with hardware support for each precision. bf16 tensor cores
+# arrived with Ampere (8.0); fp8 (e4m3) with Ada (8.9). TensorRT-RTX refuses fp8 for older
+# targets at build time ("model contains HW-specific datatypes: fp8_e4m3").
+_MIN_CAPABILITY = {
+    Precision.FP32: (7, 5),
+    Precision.FP16: (7, 5),
+    Precision.BF16: (8, 0),
+    Precision.INT8: (7, 5),
+    Precision.FP8: (8, 9),
+}
+
+
+def parse_arch(arch: str | tuple[int, int]) -> tuple[int, int]:
+    """'sm89' / 'sm_89' / '8.9' / '89' / (8, 9) -> (8, 9)."""
+    if isinstance(arch, tuple):
+        return arch
+    text = str(arch).strip().lower().removeprefix("sm").lstrip("_")
+    if "." in text:
+        major, minor = text.split(".", 1)
+        return int(major), int(minor)
+    if not text.isdigit() or len(text) < 2:
+        raise ValueError(f"cannot read compute capability {arch!r}; write it like sm89 or 8.9")
+    return int(text[:-1]), int(text[-1])
+
+
+def arch_name(capability: str | tuple[int, int]) -> str:
+    """(8, 9) -> 'sm89'."""
+    major, minor = parse_arch(capability)
+    return f"sm{major}{minor}"
+
+
+def precision_supported(precision: Precision, arch: str | tuple[int, int]) -> bool:
+    return parse_arch(arch) >= _MIN_CAPABILITY[Precision(precision)]
+
+
+def unsupported_precision_message(precision: Precision, archs: list[str], known: list[str]) -> str | None:
+    """None when every arch supports `precision`, else a sentence naming the offenders and the
+    architectures (out of `known`) that would work."""
+    precision = Precision(precision)
+    bad = [a for a in archs if not precision_supported(precision, a)]
+    if not bad:
+        return None
+    good = [a for a in known if precision_supported(precision, a)]
+    return (
+        f"precision {precision.value} is not supported on {', '.join(bad)}; "
+        f"it needs compute capability >= {'.'.join(map(str, _MIN_CAPABILITY[precision]))} "
+        f"(supported targets here: {', '.join(good) or 'none'})"
+    )
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """manifest.json as loaded. `directory` is where it lives (not stored in the file)."""
+
+    data: dict
+    directory: Path
+
+    @property
+    def backend(self) -> str:
+        return self.data["builder"]["backend"]
+
+    @property
+    def builder_version(self) -> str:
+        return self.data["builder"]["version"]
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.data["targets"])
+
+    @property
+    def precision(self) -> Precision:
+        return Precision(self.data["precision"])
+
+    @property
+    def variant(self) -> str | None:
+        return self.data.get("export", {}).get("variant")
+
+    @property
+    def engines(self) -> dict[str, dict]:
+        return self.data["engines"]
+
+    def engine_path(self, graph: str) -> Path:
+        return self.directory / self.engines[graph]["file"]
+
+    def rebuild_command(self, backend: str | None = None, targets: list[str] | None = None) -> str:
+        """The exact `sv3d-trt build` call that recreates these engines (optionally for
+        another backend or other targets)."""
+        backend = backend or self.backend
+        cmd = (
+            f"sv3d-trt build --onnx {self.data.get('onnx_dir') or '<export dir>'} "
+            f"--out {self.directory} --backend {backend} --precision {self.precision.value}"
+        )
+        targets = targets if targets is not None else self.targets
+        if backend == "tensorrt-rtx" and targets:
+            cmd += f" --target {','.join(targets)}"
+        return cmd
+
+
+def new_manifest_data(
+    *, backend: str, builder_version: str, targets: list[str], precision: Precision,
+    onnx_dir: Path, export_info: dict, engines: dict[str, dict],
+) -> dict:
+    return {
+        "format": FORMAT_VERSION,
+        "sv3d_trt_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "builder": {"backend": backend, "version": builder_version},
+        "targets": list(targets),
+        "precision": Precision(precision).value,
+        "onnx_dir": str(Path(onnx_dir).resolve()),
+        "export": {k: export_info[k] for k in ("config", "variant", "precision", "checkpoint_sha256")
+                   if k in export_info},
+        "engines": engines,
+    }
+
+
+def write_manifest(directory: str | os.PathLike, data: dict) -> Manifest:
+    directory = Path(directory)
+    write_json_atomic(directory / MANIFEST_NAME, data)
+    return Manifest(data, directory)
+
+
+def load_manifest(directory: str | os.PathLike) -> Manifest:
+    """Read `<directory>/manifest.json`; StaleEngineError when missing, unreadable or of an
+    unknown format."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise StaleEngineError(
+            f"{path} not found: {directory} holds no engines built by `sv3d-trt build`; "
+            f"build them with `sv3d-trt build --onnx <export dir> --out {directory}`"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise StaleEngineError(f"{path} is unreadable ({e}); rebuild the engines") from e
+    if data.get("format") != FORMAT_VERSION:
+        raise StaleEngineError(
+            f"{path} has format {data.get('format')!r}, this sv3d-trt reads format {FORMAT_VERSION}; "
+            "rebuild the engines with this version of sv3d-trt"
+        )
+    return Manifest(data, directory)
+
+
+def _onnx_problems(what: str, source: dict, directory: Path) -> list[str]:
+    """Compare an ONNX file and its external weight files with their recorded hashes."""
+    problems = []
+    onnx_path = directory / source["file"]
+    if not onnx_path.is_file():
+        return [f"{what} {onnx_path} is missing"]
+    if sha256_file(onnx_path) != source["sha256"]:
+        problems.append(f"{what} {onnx_path} changed since the build (sha256 differs)")
+    for name, digest in source.get("external_data", {}).items():
+        data_path = directory / name
+        if not data_path.is_file() or sha256_file(data_path) != digest:
+            problems.append(f"external weights {data_path} missing or changed since the build")
+    return problems
+
+
+def verify_engines(directory: str | os.PathLike, onnx_dir: str | os.PathLike | None = None) -> Manifest:
+    """Re-hash every engine (and its quantized ONNX) against the manifest, and the source ONNX
+    graphs too when their directory exists (`onnx_dir`, else the one recorded at build time).
+
+    Returns the manifest; raises StaleEngineError listing every mismatch and the rebuild command.
+    """
+    manifest = load_manifest(directory)
+    problems = []
+    for graph, entry in manifest.engines.items():
+        path = manifest.directory / entry["file"]
+        if not path.is_file():
+            problems.append(f"{graph}: engine {path} is missing")
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(f"{graph}: engine {path} is corrupt or was replaced (sha256 differs)")
+        if "built_from" in entry:
+            problems += [f"{graph}: {p}" for p in _onnx_problems("quantized graph", entry["built_from"], manifest.directory)]
+    sources = Path(onnx_dir) if onnx_dir is not None else Path(manifest.data.get("onnx_dir", ""))
+    if onnx_dir is not None or (manifest.data.get("onnx_dir") and sources.is_dir()):
+        for graph, entry in manifest.engines.items():
+            problems += [f"{graph}: {p}" for p in _onnx_problems("source", entry["source"], sources)]
+    if problems:
+        raise StaleEngineError(
+            f"engines in {manifest.directory} do not match their manifest:\n  - "
+            + "\n  - ".join(problems)
+            + f"\nrebuild with: {manifest.rebuild_command()}"
+        )
+    return manifest
+
+
+def check_compatible(
+    manifest: Manifest,
+    backend: str,
+    trt_version: str,
+    gpu_compute_capability: str | tuple[int, int],
+    variant: str | None = None,
+) -> None:
+    """Refuse engines this process cannot load: another TensorRT flavour or version, a GPU
+    architecture the engines were not built for, or another SV3D variant. The message says
+    what mismatched and the exact command that rebuilds for this machine."""
+    gpu = arch_name(gpu_compute_capability)
+    problems = []
+    if manifest.backend != backend:
+        problems.append(f"built with {manifest.backend}, loading with {backend}")
+    if manifest.builder_version != trt_version:
+        problems.append(
+            f"built by {manifest.backend} {manifest.builder_version}, this is {trt_version} "
+            "(engines only load in the exact TensorRT version that built them)"
+        )
+    if gpu not in manifest.targets:
+        problems.append(f"built for {', '.join(manifest.targets)}, this GPU is {gpu}")
+    if variant is not None and manifest.variant is not None and manifest.variant != variant:
+        problems.append(f"built for {manifest.variant}, requested {variant} (export a {variant} checkpoint first)")
+    if problems:
+        raise StaleEngineError(
+            f"engines in {manifest.directory} cannot be used here: " + "; ".join(problems)
+            + f". Rebuild with: {manifest.rebuild_command(backend=backend, targets=[gpu])}"
+        )

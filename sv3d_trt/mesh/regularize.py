@@ -1,0 +1,32 @@
+"""Shape and albedo regularisers on closed triangle meshes (pure functions, torch autograd)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .remesh import calc_edges
+
+
+def uniform_laplacian(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """values (V, C) minus the mean of their one-ring neighbours -> (V, C)."""
+    total = torch.zeros_like(values).index_add(0, edges[:, 0], values[edges[:, 1]])
+    total = total.index_add(0, edges[:, 1], values[edges[:, 0]])
+    degree = torch.bincount(edges.reshape(-1), minlength=len(values)).clamp_min(1)[:, None]
+    return values - total / degree
+
+
+def laplacian_energy(vertices: torch.Tensor, faces: torch.Tensor, scale: float) -> torch.Tensor:
+    """Mean squared uniform Laplacian in units of `scale` (the target edge length), so the weight
+    does not depend on how finely the surface is meshed."""
+    edges, _ = calc_edges(faces)
+    return (uniform_laplacian(vertices, edges) / scale).pow(2).sum(-1).mean()
+
+
+def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Mean 1 - cos of the angle between the normals of faces sharing an edge."""
+    _, face_edges = calc_edges(faces)
+    v0, v1, v2 = vertices[faces].unbind(1)
+    normals = F.normalize(torch.cross(v1 - v0, v2 - v0, dim=-1), dim=-1, eps=1e-12)  # (F, 3)
+    order = torch.argsort(face_edges.reshape(-1))  # closed manifold: each edge has exactly two faces
+    owner = torch.arange(len(faces), device=faces.device).repeat_interleave(3)[order].reshape(-1, 2)  # (E, 2)
+    return (1.0 - (normals[owner[:, 0]] * normals[owner[:, 1]]).sum(-1)).mean()

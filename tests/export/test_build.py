@@ -1,0 +1,169 @@
+"""`sv3d-trt build` with TensorRT-RTX on the CPU: fp16 / int8 / fp8 engines for sm89, the clear
+refusals, the progress monitor and the atomic engine write."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from sv3d_trt.cli import main
+from sv3d_trt.errors import BackendUnavailableError, StaleEngineError
+from sv3d_trt.export import build
+from sv3d_trt.export.build import RTXEngineBuilder, build_engines, save_engine
+from sv3d_trt.export.manifest import MANIFEST_NAME, load_manifest, verify_engines
+from sv3d_trt.runtime.trt_import import import_tensorrt
+
+
+def test_fp16_engines_and_manifest(built_fp16, export_fp16):
+    manifest = verify_engines(built_fp16)
+    assert manifest.backend == "tensorrt-rtx" and manifest.targets == ["sm89"]
+    assert manifest.precision.value == "fp16" and manifest.variant == "sv3d_p"
+    assert set(manifest.engines) == {"clip", "denoise_step"}
+    step = manifest.engines["denoise_step"]
+    assert (built_fp16 / "denoise_step.engine").stat().st_size == step["bytes"] > 100_000
+    names = [t["name"] for t in step["inputs"]]
+    assert names == ["x", "sigma", "sigma_next", "concat", "vector", "cfg_scale", "attn_ctx"]
+    assert step["inputs"][0] == {"name": "x", "shape": [3, 4, 8, 8], "dtype": "float16"}
+    assert step["outputs"] == [{"name": "out", "shape": [3, 4, 8, 8], "dtype": "float16"}]
+    assert manifest.data["export"]["checkpoint_sha256"] == "ab" * 32
+    # RTX timing caches are no-ops: no cache file is written beside the engines.
+    assert sorted(p.name for p in built_fp16.iterdir()) == ["clip.engine", "denoise_step.engine", MANIFEST_NAME]
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_quantized_engines_sm89(rtx, export_fp16, tmp_path, precision):
+    manifest = build_engines(export_fp16, tmp_path, backend=rtx, precision=precision, targets=["sm89"], error_samples=2)
+    step = manifest.engines["denoise_step"]
+    assert step["precision"] == precision and manifest.engines["clip"]["precision"] == "fp16"
+    quantized = onnx.load(str(tmp_path / step["built_from"]["file"]))
+    q_types = {
+        i.type.tensor_type.elem_type for i in quantized.graph.value_info
+    } | {t.data_type for t in quantized.graph.initializer}
+    low = onnx.TensorProto.INT8 if precision == "int8" else onnx.TensorProto.FLOAT8E4M3FN
+    assert low in q_types
+    assert sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node) >= 6
+    errors = step["quantization"]["step_errors"]
+    assert len(errors) == 2 and all(0 < e["rel_error"] < 0.05 for e in errors)
+    verify_engines(tmp_path)
+
+
+def test_fp8_on_sm86_is_refused_clearly(rtx, export_fp16, tmp_path):
+    with pytest.raises(BackendUnavailableError, match=r"fp8 is not supported on sm86.*sm89, sm120, sm121"):
+        build_engines(export_fp16, tmp_path, backend=rtx, precision="fp8", targets=["sm86", "sm89"])
+    assert not list(tmp_path.glob("*.engine"))
+
+
+def test_unknown_and_hopper_targets(rtx):
+    trt = import_tensorrt(rtx)
+    with pytest.raises(BackendUnavailableError, match="Hopper.*--backend tensorrt"):
+        RTXEngineBuilder(trt, targets=["sm90"])
+    with pytest.raises(BackendUnavailableError, match="cannot target sm70"):
+        RTXEngineBuilder(trt, targets=["7.0"])
+
+
+def test_precision_must_match_export(rtx, export_fp16, tmp_path):
+    with pytest.raises(StaleEngineError, match="--precision fp32"):
+        build_engines(export_fp16, tmp_path, backend=rtx, precision="fp32", targets=["sm89"])
+
+
+def test_parse_failure_carries_tensorrt_errors(rtx, tmp_path):
+    trt = import_tensorrt(rtx)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx protobuf at all")
+    with pytest.raises(BackendUnavailableError, match=r"cannot parse .*bad.onnx; tensorrt-rtx .* said:\n  \S"):
+        RTXEngineBuilder(trt, targets=["sm89"]).build(bad)
+
+
+def test_dynamic_shapes_refused(rtx, tiny_clip_dynamic):
+    with pytest.raises(StaleEngineError, match=r"dynamic input shapes \(image\[-1, 3, 16, 16\]\)"):
+        RTXEngineBuilder(import_tensorrt(rtx), targets=["sm89"]).build(tiny_clip_dynamic)
+
+
+class RecordingProgress:
+    """Stands in for rich.progress.Progress."""
+
+    def __init__(self):
+        self.tasks, self.live, self.updates = {}, set(), 0
+
+    def add_task(self, description, total):
+        task = len(self.tasks)
+        self.tasks[task] = (description, total)
+        self.live.add(task)
+        return task
+
+    def update(self, task, completed):
+        assert task in self.live and 0 < completed <= self.tasks[task][1]
+        self.updates += 1
+
+    def remove_task(self, task):
+        self.live.remove(task)
+
+
+def test_progress_monitor_sees_build_phases(rtx, export_fp16):
+    progress = RecordingProgress()
+    RTXEngineBuilder(import_tensorrt(rtx), targets=["sm89"], progress=progress).build(export_fp16 / "clip.onnx")
+    descriptions = [d for d, _ in progress.tasks.values()]
+    assert "Building engine" in descriptions and any(d.startswith("  ") for d in descriptions)
+    assert progress.updates > 10 and not progress.live  # every phase finished
+
+
+def test_interrupted_write_leaves_no_half_engine(built_fp16, tmp_path, monkeypatch):
+    engines = tmp_path / "engines"
+    shutil.copytree(built_fp16, engines)
+    old = (engines / "clip.engine").read_bytes()
+
+    def crash_halfway(f, plan):
+        f.write(plan[: plan.nbytes // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "_write_chunks", crash_halfway)
+    plan = memoryview(b"\x01" * 4096)
+    with pytest.raises(KeyboardInterrupt):
+        save_engine(plan, engines / "clip.engine")
+    with pytest.raises(KeyboardInterrupt):
+        save_engine(plan, engines / "new.engine")
+    assert (engines / "clip.engine").read_bytes() == old  # the previous engine survives whole
+    assert not (engines / "new.engine").exists()
+    assert sorted(p.name for p in engines.iterdir()) == ["clip.engine", "denoise_step.engine", MANIFEST_NAME]
+
+
+def test_interrupted_rebuild_leaves_no_manifest(rtx, export_fp16, built_fp16, tmp_path, monkeypatch):
+    """A rebuild that dies midway must not leave the old manifest vouching for the directory."""
+    engines = tmp_path / "engines"
+    shutil.copytree(built_fp16, engines)
+
+    def crash(f, plan):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build, "_write_chunks", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_engines(export_fp16, engines, backend=rtx, targets=["sm89"])
+    with pytest.raises(StaleEngineError, match="manifest.json not found"):
+        load_manifest(engines)
+    assert not [p for p in engines.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_build_and_verify(rtx, export_fp16, tmp_path):
+    out = tmp_path / "eng"
+    runner = CliRunner()
+    result = runner.invoke(main, ["build", "--onnx", str(export_fp16), "--out", str(out),
+                                  "--backend", "tensorrt-rtx", "--precision", "fp16", "--target", "sm89"])
+    assert result.exit_code == 0, result.output
+    assert "denoise_step: fp16" in result.output and "sm89" in result.output
+    assert json.loads((out / MANIFEST_NAME).read_text())["targets"] == ["sm89"]
+    result = runner.invoke(main, ["verify", str(out)])
+    assert result.exit_code == 0 and result.output.startswith("ok: 2 engines")
+    (out / "clip.engine").write_bytes(b"garbage")
+    result = runner.invoke(main, ["verify", str(out)])
+    assert result.exit_code == 1 and "clip: engine" in result.output and "sv3d-trt build --onnx" in result.output
+
+
+def test_full_tensorrt_refuses_cross_builds():
+    trt = pytest.importorskip("tensorrt", reason="full TensorRT comes from NVIDIA's index; not installed here")
+    if build.local_compute_capability() is None:
+        pytest.skip("full TensorRT builds need a GPU")
+    with pytest.raises(BackendUnavailableError, match="cross-architecture builds need --backend tensorrt-rtx"):
+        build.make_builder(trt, ["sm75", "sm121"], None)

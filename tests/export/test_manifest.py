@@ -1,0 +1,138 @@
+"""manifest.json: verify re-hashes engines and sources; check_compatible refuses engines from
+another TensorRT, GPU architecture or variant, and says how to rebuild."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from sv3d_trt.errors import StaleEngineError
+from sv3d_trt.export.manifest import (
+    MANIFEST_NAME,
+    Precision,
+    arch_name,
+    check_compatible,
+    load_manifest,
+    parse_arch,
+    precision_supported,
+    unsupported_precision_message,
+    verify_engines,
+)
+
+
+@pytest.fixture
+def engines(built_fp16, export_fp16, tmp_path):
+    """Private copies of the built engines and of their export, manifest pointing at the copy."""
+    onnx_dir, out = tmp_path / "onnx", tmp_path / "engines"
+    shutil.copytree(export_fp16, onnx_dir)
+    shutil.copytree(built_fp16, out)
+    data = json.loads((out / MANIFEST_NAME).read_text())
+    data["onnx_dir"] = str(onnx_dir)
+    (out / MANIFEST_NAME).write_text(json.dumps(data))
+    return out, onnx_dir
+
+
+def _edit_manifest(directory, **changes):
+    data = json.loads((directory / MANIFEST_NAME).read_text())
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            data[section][field] = value
+        else:
+            data[key] = value
+    (directory / MANIFEST_NAME).write_text(json.dumps(data))
+    return load_manifest(directory)
+
+
+def test_verify_passes_on_fresh_build(engines):
+    out, onnx_dir = engines
+    manifest = verify_engines(out)
+    assert manifest.data["onnx_dir"] == str(onnx_dir)
+    assert all(len(e["sha256"]) == 64 and len(e["source"]["sha256"]) == 64 for e in manifest.engines.values())
+
+
+def test_verify_catches_one_flipped_engine_byte(engines):
+    out, _ = engines
+    path = out / "denoise_step.engine"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(StaleEngineError, match=r"denoise_step: engine .* corrupt .*\n.*rebuild with: sv3d-trt build --onnx"):
+        verify_engines(out)
+
+
+def test_verify_catches_swapped_onnx(engines):
+    out, onnx_dir = engines
+    shutil.copyfile(onnx_dir / "clip.onnx", onnx_dir / "denoise_step.onnx")
+    with pytest.raises(StaleEngineError, match=r"denoise_step: source .*denoise_step.onnx changed since the build"):
+        verify_engines(out)
+    with pytest.raises(StaleEngineError, match="source .* is missing"):
+        verify_engines(out, onnx_dir=out)  # explicit directory without the sources
+
+
+def test_verify_without_sources_checks_engines_only(engines):
+    out, onnx_dir = engines
+    shutil.rmtree(onnx_dir)  # engines shipped without their export
+    assert set(verify_engines(out).engines) == {"clip", "denoise_step"}
+
+
+def test_verify_missing_engine_and_manifest(engines, tmp_path):
+    out, _ = engines
+    (out / "clip.engine").unlink()
+    with pytest.raises(StaleEngineError, match="clip: engine .* is missing"):
+        verify_engines(out)
+    with pytest.raises(StaleEngineError, match="holds no engines built by `sv3d-trt build`"):
+        verify_engines(tmp_path)
+
+
+def test_unknown_manifest_format(engines):
+    out, _ = engines
+    with pytest.raises(StaleEngineError, match="format 99"):
+        _edit_manifest(out, format=99)
+
+
+def test_check_compatible_accepts_matching(engines):
+    out, _ = engines
+    manifest = load_manifest(out)
+    check_compatible(manifest, "tensorrt-rtx", manifest.builder_version, (8, 9), variant="sv3d_p")
+    check_compatible(manifest, "tensorrt-rtx", manifest.builder_version, "8.9")
+
+
+def test_other_tensorrt_version_refused_with_rebuild_command(engines):
+    out, onnx_dir = engines
+    manifest = _edit_manifest(out, builder__version="1.6.0.1")
+    with pytest.raises(StaleEngineError) as e:
+        check_compatible(manifest, "tensorrt-rtx", "1.7.1.116", (8, 9))
+    message = str(e.value)
+    assert "built by tensorrt-rtx 1.6.0.1, this is 1.7.1.116" in message
+    assert f"sv3d-trt build --onnx {onnx_dir} --out {out} --backend tensorrt-rtx --precision fp16 --target sm89" in message
+
+
+def test_other_variant_backend_and_gpu_refused(engines):
+    out, _ = engines
+    manifest = load_manifest(out)
+    with pytest.raises(StaleEngineError, match="built for sv3d_p, requested sv3d_u"):
+        check_compatible(manifest, "tensorrt-rtx", manifest.builder_version, (8, 9), variant="sv3d_u")
+    with pytest.raises(StaleEngineError, match=r"built for sm89, this GPU is sm120.*--target sm120"):
+        check_compatible(manifest, "tensorrt-rtx", manifest.builder_version, (12, 0))
+    with pytest.raises(StaleEngineError, match=r"built with tensorrt-rtx, loading with tensorrt.*--backend tensorrt --precision"):
+        check_compatible(manifest, "tensorrt", "10.9.0", (9, 0))
+    faked = _edit_manifest(out, export__variant="sv3d_u")
+    with pytest.raises(StaleEngineError, match="built for sv3d_u, requested sv3d_p"):
+        check_compatible(faked, "tensorrt-rtx", manifest.builder_version, (8, 9), variant="sv3d_p")
+
+
+@pytest.mark.parametrize("text, expected", [("sm89", (8, 9)), ("sm_120", (12, 0)), ("8.6", (8, 6)), ("75", (7, 5)), ((12, 1), (12, 1))])
+def test_parse_arch(text, expected):
+    assert parse_arch(text) == expected
+    assert arch_name(text) == f"sm{expected[0]}{expected[1]}"
+
+
+def test_precision_support_table():
+    assert precision_supported(Precision.FP8, "sm89") and precision_supported(Precision.FP8, "sm120")
+    assert not precision_supported(Precision.FP8, "sm86") and not precision_supported(Precision.BF16, "sm75")
+    assert precision_supported(Precision.INT8, "sm75")
+    assert unsupported_precision_message(Precision.FP16, ["sm75", "sm121"], ["sm75"]) is None
+    message = unsupported_precision_message(Precision.FP8, ["sm80", "sm89"], ["sm75", "sm80", "sm89", "sm120"])
+    assert message == "precision fp8 is not supported on sm80; it needs compute capability >= 8.9 (supported targets here: sm89, sm120)"
