@@ -345,6 +345,16 @@ def build_engines(
     graphs = graphs_to_build(onnx_dir, export_info)
     if precision.quantized and QUANTIZED_GRAPH not in graphs:
         raise StaleEngineError(f"{precision.value} quantizes {QUANTIZED_GRAPH}.onnx, which {onnx_dir} lacks")
+    if export_info.get("plugins"):
+        if precision.quantized:
+            raise StaleEngineError(
+                f"{precision.value} calibrates the step graph in onnxruntime, which cannot run the "
+                "TemporalAttention plugin nodes of this export; export without plugins for int8/fp8"
+            )
+        from ..kernels.trt_plugin import register_temporal_attention_plugin
+
+        # The parser turns plugin nodes into this creator's plugins, which carry one cubin per target.
+        register_temporal_attention_plugin(trt, archs=[int(a[2:]) for a in builder.targets] if targets else None)
 
     # A half-rebuilt directory must not pass as the old, complete one.
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)

@@ -166,3 +166,9 @@ def built_fp16(rtx, export_fp16, tmp_path_factory):
     out = tmp_path_factory.mktemp("engines_fp16")
     build_engines(export_fp16, out, backend=rtx, targets=["sm89"])
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_step():
+    """The fake step graph's recording layout and feed maker, for tests that make their own feeds."""
+    return {"generations": GENERATIONS, "steps": STEPS, "feeds": step_feeds}

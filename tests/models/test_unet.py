@@ -60,6 +60,19 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
+@pytest.fixture(scope="module")
+def tiny_u():
+    """A randomized tiny sv3d_u, one video of inputs (x, c_noise, context, y, cond_aug) and its fp32 output."""
+    cfg = get_config("tiny", "sv3d_u").unet
+    model = randomized(VideoUNet(cfg))
+    x, c_noise, context, cond_aug = tiny_inputs(cfg)
+    y = timestep_embedding(cond_aug, cfg.adm_in_channels)
+    with torch.no_grad():
+        out = model(x, c_noise, context, y)
+    assert out.std() > 1e-3
+    return model, (x, c_noise, context, y), cond_aug, out
+
+
 # --------------------------------------------------------------------------- key layout
 
 
@@ -190,12 +203,11 @@ def test_matches_diffusers_peer_sv3d_u():
 # --------------------------------------------------------------------------- camera path (sv3d_p)
 
 
-def test_sv3d_p_is_sv3d_u_plus_camera_columns():
+def test_sv3d_p_is_sv3d_u_plus_camera_columns(tiny_u):
     """p's y = [cond_aug 256 | polar 512 | azimuth 512]; zero the camera columns of label_emb.0.0 and p == u."""
-    cfg_u, cfg_p = get_config("tiny", "sv3d_u").unet, get_config("tiny", "sv3d_p").unet
-    unet_u = randomized(VideoUNet(cfg_u))
+    unet_u, (x, c_noise, context, _), cond_aug, out_u = tiny_u
+    cfg_p = get_config("tiny", "sv3d_p").unet
     unet_p = randomized(VideoUNet(cfg_p), seed=3)
-    x, c_noise, context, cond_aug = tiny_inputs(cfg_p)
     polar = torch.full((FRAMES,), 1.4)  # rad
     azimuth = torch.linspace(0, 2 * torch.pi, FRAMES + 1)[1:] % (2 * torch.pi)
     y_p = torch.cat([timestep_embedding(v, d) for v, d in ((cond_aug, 256), (polar, 512), (azimuth, 512))], dim=1)
@@ -212,7 +224,6 @@ def test_sv3d_p_is_sv3d_u_plus_camera_columns():
         label[:, :256] = state["label_emb.0.0.weight"]
         state["label_emb.0.0.weight"] = label
         unet_p.load_state_dict(state)
-        out_u = unet_u(x, c_noise, context, y_p[:, :256])
         torch.testing.assert_close(unet_p(x, c_noise, context, y_p), out_u, rtol=1e-5, atol=1e-6)
 
 
@@ -255,16 +266,12 @@ def test_native_layout_temporal_block_equals_regrouped_reference():
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
-def test_half_precision_close_to_fp32(dtype, tol):
-    cfg = get_config("tiny", "sv3d_u").unet
-    model = randomized(VideoUNet(cfg))
-    x, c_noise, context, cond_aug = tiny_inputs(cfg)
-    y = timestep_embedding(cond_aug, cfg.adm_in_channels)
+def test_half_precision_close_to_fp32(tiny_u, dtype, tol):
+    model, inputs, _, ref = tiny_u
+    x, c_noise, context, y = inputs
     with torch.no_grad():
-        ref = model(x, c_noise, context, y)
         out = copy.deepcopy(model).to(dtype)(x.to(dtype), c_noise, context.to(dtype), y.to(dtype))
     assert out.dtype == dtype and torch.isfinite(out).all()
-    assert ref.std() > 1e-3
     assert rel_err(out, ref) <= tol
 
 
@@ -276,14 +283,11 @@ def test_batch_must_be_whole_videos():
         model(x[:-1], c_noise[:-1], context[:-1], timestep_embedding(cond_aug[:-1], cfg.adm_in_channels))
 
 
-def test_meta_build_then_assign_load_runs():
+def test_meta_build_then_assign_load_runs(tiny_u):
     """The loading path: build on meta, load_state_dict(assign=True); no state lives outside the state_dict."""
-    cfg = get_config("tiny", "sv3d_p").unet
-    model = randomized(VideoUNet(cfg))
+    model, inputs, _, out = tiny_u
     with torch.device("meta"):
-        loaded = VideoUNet(cfg)
+        loaded = VideoUNet(model.config)
     loaded.load_state_dict(model.state_dict(), assign=True)
-    x, c_noise, context, cond_aug = tiny_inputs(cfg)
-    y = torch.randn(FRAMES, cfg.adm_in_channels)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.eval()(x, c_noise, context, y), model(x, c_noise, context, y), rtol=0, atol=0)
+        torch.testing.assert_close(loaded.eval()(*inputs), out, rtol=0, atol=0)

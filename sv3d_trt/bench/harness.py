@@ -1,0 +1,259 @@
+"""`sv3d-trt bench`: every backend, stage by stage, in one process, against the FLOP floor.
+
+Backends are driven through the protocol of runtime/backend.py only, so whatever REGISTRY
+holds is benchmarked the same way, on the same inputs, one after the other (one process: the
+ratios between rows are not blurred by another process's clocks, boosts or page cache):
+
+    encode        backend.encode(image, cond_noise)           (CLIP + VAE encoder)
+    prepare       backend.prepare(cond, vector, cfg_scales)   (batched CFG state / context fold)
+    step          backend.step(state, x, sigma, sigma_next)   one CFG Euler step, 2T frames
+    denoise       backend.denoise(state, noise, sigmas)       the whole `steps`-step loop
+    decode_<n>    backend.decode(latent, n)                   all T frames, n per decoder call
+    end_to_end    Pipeline.generate(image)                    preprocess .. uint8 frames
+    mesh          reconstruct_mesh(frames, cameras)           only with mesh=True
+
+Stages called once per request are timed `iters` times after `warmup` calls, rotating through
+`rotate` distinct input buffers; the loop and end-to-end stages, which cost `steps` UNet calls
+each, `loop_iters` times after one warm-up loop (a CUDA-graph backend captures there).
+A backend that cannot run here (BackendUnavailableError) is reported as skipped with the
+reason; one that fails with another typed error mid-run, as failed with the message.
+"""
+from __future__ import annotations
+
+import datetime
+import gc
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..backends import canonical_backend
+from ..cameras import COND_AUG, camera_vector, resolve_orbit
+from ..errors import BackendUnavailableError, SV3DError
+from ..models.checkpoint import inspect_checkpoint
+from ..models.config import SV3DConfig
+from ..runtime.backend import Backend, Conditioning, backend_class
+from ..runtime.pipeline import Pipeline
+from ..sampler import edm_sigmas, initial_noise_scale, triangle_cfg_scales
+from .artifacts import describe_artifacts
+from .flops import reference_flops
+from .machine import Peaks, describe_machine, measure_peaks
+from .memory import MemoryMonitor
+from .timing import Stats, clock_for, measure
+
+log = logging.getLogger(__name__)
+
+# Backends that run exported artifacts rather than a checkpoint, and the directory each reads.
+ARTIFACT_DIRS = {"ort": "onnx_dir", "tensorrt": "engines_dir", "tensorrt-rtx": "engines_dir"}
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """What to benchmark and how long."""
+
+    checkpoint: Path
+    backends: tuple[str, ...] = ("torch-eager",)
+    device: str = "cpu"
+    dtype: str = "fp32"
+    steps: int = 50
+    warmup: int = 3
+    iters: int = 10
+    loop_iters: int = 3
+    decode_chunks: tuple[int, ...] = (1, 7, 14)
+    onnx_dir: Path | None = None
+    engines_dir: Path | None = None
+    mesh: bool = False
+    seed: int = 0
+    rotate: int = 3  # distinct input buffers per stage
+
+    def __post_init__(self):
+        object.__setattr__(self, "backends", tuple(dict.fromkeys(canonical_backend(b) for b in self.backends)))
+        if self.iters < 1 or self.loop_iters < 1 or self.warmup < 0 or self.rotate < 1:
+            raise ValueError("iters, loop_iters and rotate must be >= 1 and warmup >= 0")
+
+    @property
+    def e2e_chunk(self) -> int:
+        """Decode chunk of the end-to-end run: the largest benchmarked (14 = the reference's)."""
+        return max(self.decode_chunks)
+
+
+@dataclass
+class BackendResult:
+    name: str
+    status: str  # "ok" | "skipped" | "failed"
+    reason: str = ""
+    settings: dict = field(default_factory=dict)
+    timing_method: str = ""
+    load_seconds: float | None = None
+    stages: dict[str, Stats] = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
+    artifacts: dict | None = None
+
+
+@dataclass
+class BenchResult:
+    spec: BenchSpec
+    config: SV3DConfig
+    created: str
+    machine: dict
+    peaks: Peaks
+    flops: dict[str, int]
+    backends: list[BackendResult]
+
+
+@dataclass
+class _Inputs:
+    """The same random inputs for every backend (seeded), `rotate` buffers per stage."""
+
+    images: list[np.ndarray]  # (1, 3, S, S) in [-1, 1]
+    cond_noise: list[np.ndarray]  # (1, 3, S, S)
+    vector: np.ndarray  # (T, adm)
+    cfg_scales: np.ndarray  # (T,)
+    sigmas: np.ndarray  # (steps + 1,)
+    step_x: list[np.ndarray]  # (T, 4, h, w) at the mid-schedule noise level
+    loop_noise: list[np.ndarray]  # (T, 4, h, w)
+    decode_z: list[np.ndarray]  # (T, 4, h, w), already divided by the VAE scale
+
+    @classmethod
+    def make(cls, config: SV3DConfig, spec: BenchSpec) -> "_Inputs":
+        rng = np.random.default_rng(spec.seed)
+        T, S, h, z = config.num_frames, config.image_size, config.latent_size, config.vae.z_channels
+
+        def normal(shape, scale=1.0):
+            return [(scale * rng.standard_normal(shape)).astype(np.float32) for _ in range(spec.rotate)]
+
+        sigmas = edm_sigmas(spec.steps)
+        orbit = resolve_orbit(config.variant, None, num_frames=T, seed=spec.seed)
+        return cls(
+            images=[rng.uniform(-1, 1, (1, 3, S, S)).astype(np.float32) for _ in range(spec.rotate)],
+            cond_noise=normal((1, 3, S, S)),
+            vector=camera_vector(config.variant, orbit, num_frames=T, cond_aug=COND_AUG).astype(np.float32),
+            cfg_scales=triangle_cfg_scales(T).astype(np.float32),
+            sigmas=sigmas,
+            step_x=normal((T, z, h, h), initial_noise_scale(sigmas[len(sigmas) // 2])),
+            loop_noise=normal((T, z, h, h)),
+            decode_z=normal((T, z, h, h), 1.0 / config.vae.scale_factor),
+        )
+
+    def step_sigmas(self) -> tuple[float, float]:
+        i = len(self.sigmas) // 2
+        return float(self.sigmas[i]), float(self.sigmas[i + 1])
+
+
+def make_backend(name: str, spec: BenchSpec) -> Backend:
+    """Construct backend `name`: from its artifact directory if it runs exports/engines, else
+    from the checkpoint. Raises BackendUnavailableError when it cannot run here."""
+    cls = backend_class(name)
+    option = ARTIFACT_DIRS.get(name)
+    if option is None:
+        return cls.from_checkpoint(spec.checkpoint, device=spec.device, dtype=spec.dtype)
+    directory = getattr(spec, option)
+    if directory is None:
+        flag = "--" + option.replace("_dir", "")
+        raise BackendUnavailableError(f"backend {name!r} needs {flag} DIR (from `sv3d-trt export`/`build`)")
+    return cls.from_artifacts(directory, device=spec.device)
+
+
+def _mesh_fn(result) -> Callable[[], Any]:
+    from ..mesh import reconstruct_mesh
+
+    return lambda: reconstruct_mesh(result.frames, result.cameras)
+
+
+def _stages(backend: Backend, spec: BenchSpec, inputs: _Inputs, image: Path) -> dict[str, Stats]:
+    clock = clock_for(backend)
+    n = spec.rotate
+    stages: dict[str, Stats] = {}
+
+    def timed(stage: str, fn: Callable[[int], Any], warmup: int, iters: int) -> None:
+        log.info("%s: %s (%d warm-up, %d measured)", backend.name, stage, warmup, iters)
+        stages[stage] = measure(fn, clock, warmup, iters)
+
+    timed("encode", lambda i: backend.encode(inputs.images[i % n], inputs.cond_noise[i % n]), spec.warmup, spec.iters)
+    clip, latent = backend.encode(inputs.images[0], inputs.cond_noise[0])
+    rgb = ((inputs.images[0][0].transpose(1, 2, 0) + 1) * 127.5).astype(np.uint8)  # (S, S, 3)
+    cond = Conditioning(clip_embedding=clip, concat_latent=latent, input_rgb=rgb)
+    timed("prepare", lambda i: backend.prepare(cond, inputs.vector, inputs.cfg_scales), spec.warmup, spec.iters)
+    state = backend.prepare(cond, inputs.vector, inputs.cfg_scales)
+    xs = [backend.to_native(x) for x in inputs.step_x]
+    sigma, sigma_next = inputs.step_sigmas()
+    timed("step", lambda i: backend.step(state, xs[i % n], sigma, sigma_next), spec.warmup, spec.iters)
+    for chunk in spec.decode_chunks:
+        timed(f"decode_{chunk}", lambda i, c=chunk: backend.decode(inputs.decode_z[i % n], c), spec.warmup, spec.iters)
+    loop_warmup = min(spec.warmup, 1)
+    timed("denoise", lambda i: backend.denoise(state, inputs.loop_noise[i % n], inputs.sigmas), loop_warmup,
+          spec.loop_iters)
+    del xs, state
+    # End to end through the public API, as a user runs it: preprocess, encode, prepare, loop,
+    # decode, uint8 frames. Every stage is warm by now, so no extra warm-up run.
+    pipe = Pipeline(backend)
+    results = []
+
+    def generate(i: int) -> None:
+        results[:] = [pipe.generate(image, seed=spec.seed + i, steps=spec.steps, decode_chunk=spec.e2e_chunk)]
+
+    timed("end_to_end", generate, 0, spec.loop_iters)
+    if spec.mesh:
+        timed("mesh", lambda i: _mesh_fn(results[0])(), 0, 1)
+    return stages
+
+
+def _free_memory() -> None:
+    """Return a dropped backend's memory before the next one loads (one process runs them all)."""
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def run_backend(name: str, spec: BenchSpec, inputs: _Inputs, image: Path) -> BackendResult:
+    """Benchmark one backend; never raises for a backend that cannot run or fails with a typed error."""
+    monitor = MemoryMonitor(use_gpu=spec.device.startswith("cuda"))
+    monitor.start()
+    backend = None
+    try:
+        t0 = time.perf_counter()
+        backend = make_backend(name, spec)
+        load_seconds = time.perf_counter() - t0
+        result = BackendResult(name=name, status="ok", settings=backend.describe(),
+                               timing_method=clock_for(backend).method, load_seconds=load_seconds)
+        result.stages = _stages(backend, spec, inputs, image)
+    except BackendUnavailableError as e:
+        log.warning("%s skipped: %s", name, e)
+        result = BackendResult(name=name, status="skipped", reason=str(e))
+    except SV3DError as e:
+        log.warning("%s failed: %s", name, e)
+        result = BackendResult(name=name, status="failed", reason=f"{type(e).__name__}: {e}")
+    result.memory = monitor.stop()
+    option = ARTIFACT_DIRS.get(name)
+    directory = getattr(spec, option) if option else None
+    if result.status == "ok" and directory is not None:
+        result.artifacts = describe_artifacts(directory)
+    backend = None
+    _free_memory()
+    return result
+
+
+def run_bench(spec: BenchSpec, on_backend: Callable[[BackendResult], None] | None = None) -> BenchResult:
+    """Measure the device's peaks, count the stage FLOPs, then benchmark every backend in turn."""
+    from ..preprocess import example_image_path
+
+    config = inspect_checkpoint(spec.checkpoint)
+    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    machine = describe_machine(spec.device)
+    peaks = measure_peaks(spec.device, spec.dtype)
+    flops = reference_flops(config, spec.steps, spec.decode_chunks)
+    inputs = _Inputs.make(config, spec)
+    image = example_image_path("mug")
+    results = []
+    for name in spec.backends:
+        results.append(run_backend(name, spec, inputs, image))
+        if on_backend is not None:
+            on_backend(results[-1])
+    return BenchResult(spec=spec, config=config, created=created, machine=machine, peaks=peaks, flops=flops,
+                       backends=results)
