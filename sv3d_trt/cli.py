@@ -125,6 +125,43 @@ def demo(out, steps, seed):
 
 
 @main.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="sv3d_u.safetensors / sv3d_p.safetensors (or one from make-checkpoint)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp16", show_default=True,
+              help="dtype of weights and activations baked into the graphs (fp32 islands where numerics need it)")
+@click.option("--plugins", is_flag=True, help="temporal attention as sv3d_trt::TemporalAttention plugin nodes")
+@click.option("--calib-images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="folder of images for the int8/fp8 calibration set (default: the bundled examples)")
+@click.option("--calib-seeds", type=click.IntRange(0, 100), default=2, show_default=True,
+              help="seeded generations per calibration image (0: no calibration set)")
+@click.option("--decode-chunk", type=click.IntRange(1, 21), default=7, show_default=True,
+              help="frames per VAE decoder call (fixed in the graph)")
+@click.option("--device", default="cpu", show_default=True, help="device of the calibration generations")
+@_friendly
+def export(checkpoint, out_dir, precision, plugins, calib_images, calib_seeds, decode_chunk, device):
+    """Export the five fixed-shape ONNX graphs, export.json and the calibration set."""
+    from .export.calibration import calibration_images
+    from .export.graphs import GRAPH_NAMES
+    from .export.onnx_export import export_checkpoint
+
+    calibration = None
+    if calib_seeds:
+        calibration = {"images": calibration_images(calib_images), "seeds": range(calib_seeds), "device": device}
+    bar, advance = _progress_bar(len(GRAPH_NAMES) + bool(calibration), f"export {precision} -> {out_dir}")
+    with bar:
+        info = export_checkpoint(checkpoint, out_dir, precision=precision, plugins=plugins, decode_chunk=decode_chunk,
+                                 calibration=calibration, progress=lambda name: advance())
+    for name, graph in info["graphs"].items():
+        click.echo(f"{graph['file']}: {graph['nodes']} nodes, {graph['weight_bytes'] / 1e6:.1f} MB weights, "
+                   f"{graph['export_seconds']:.1f} s")
+    if calibration:
+        c = info["calibration"]
+        click.echo(f"{c['file']}: {c['samples']} steps from {len(c['generations'])} generations, {c['seconds']:.1f} s")
+    click.echo(f"wrote {out_dir}/export.json ({info['config']} {info['variant']} {precision})")
+
+
+@main.command()
 @click.option("--onnx", "onnx_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Directory written by `sv3d-trt export`.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -176,10 +213,125 @@ def verify(engines, onnx_dir):
 # ---- runtime ------------------------------------------------------------------------------
 
 
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--engines", type=click.Path(exists=True, file_okay=False), help="Engine directory from `sv3d-trt build`.")
+@click.option("--onnx", "onnx_dir", type=click.Path(exists=True, file_okay=False), help="Export directory from `sv3d-trt export`.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="A checkpoint (PyTorch backends).")
+@click.option("--backend", default=None, help="Force a backend (default: chosen by what the directory holds).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: the backend's own).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Each image goes to OUT/<image stem>/.")
+@click.option("--seed", type=int, default=23, show_default=True)
+@click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
+@click.option("--orbit", default=None, help="static (default), dynamic, or a JSON file of 21 (elevation, azimuth) pairs; sv3d_p only")
+@click.option("--elevation", type=float, default=None, help="degrees, sv3d_p static/dynamic orbits (default 10)")
+@click.option("--decode-chunk", type=click.IntRange(1, 21), default=14, show_default=True,
+              help="Frames per VAE decode (PyTorch backends; exports fix theirs at export time).")
+@click.option("--mesh", is_flag=True, help="Also reconstruct a textured mesh.glb from the frames.")
+@click.option("--fp32-fallback", type=click.Path(exists=True, file_okay=False), default=None,
+              help="An fp32 export to re-run an image with when its fp16 latent turns non-finite.")
+@_friendly
+def run(images, engines, onnx_dir, checkpoint, backend, device, out, seed, steps, orbit, elevation, decode_chunk,
+        mesh, fp32_fallback):
+    """Generate orbits for one or more IMAGEs from engines, an ONNX export or a checkpoint."""
+    from .runtime import Pipeline
+    from .runtime.batch import BatchRunner, RunSettings
+
+    sources = [s for s in (engines, onnx_dir, checkpoint) if s]
+    if len(sources) != 1:
+        raise click.UsageError("give exactly one of --engines DIR, --onnx DIR, --checkpoint CKPT")
+    pipe = Pipeline.from_artifacts(sources[0], backend=backend, device=device)
+    fallback = (lambda: Pipeline.from_artifacts(fp32_fallback, backend="ort", device=device)) if fp32_fallback else None
+    runner = BatchRunner(pipe, RunSettings(seed=seed, steps=steps, orbit=orbit, elevation=elevation,
+                                           decode_chunk=decode_chunk, mesh=mesh), fallback=fallback)
+    click.echo(f"{pipe.backend.name} backend, {pipe.variant}, {len(images)} image(s) -> {out}")
+    bar, advance = _progress_bar(steps * len(images), "denoise")
+    with bar:
+        outcomes = runner.run(list(images), out, on_step=lambda index, i: advance(), on_done=lambda o: bar.console.print(
+            f"{'ok' if o.ok else 'FAILED'} {o.image} -> {o.out_dir}  "
+            + (", ".join(f"{k} {v:.2f}s" for k, v in o.timings.items()) if o.ok else o.error)))
+    failures = [o for o in outcomes if not o.ok]
+    if failures:
+        lines = "\n".join(f"  {o.image}: {o.error}" for o in failures)
+        raise SV3DError(f"{len(failures)} of {len(outcomes)} image(s) failed (the others are written):\n{lines}")
+
+
+
 # ---- mesh ---------------------------------------------------------------------------------
 
 
 # ---- bench --------------------------------------------------------------------------------
+
+
+def _int_list(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _backend_list(ctx, param, value: str) -> tuple[str, ...]:
+    from .backends import canonical_backend
+
+    try:
+        return tuple(canonical_backend(v) for v in value.split(","))
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@main.command()
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Checkpoint to benchmark (or --config for a random one).")
+@click.option("--config", "config_name", type=click.Choice(["tiny", "full"]), default=None,
+              help="Benchmark a random checkpoint of this size, made in a temporary folder.")
+@click.option("--variant", type=click.Choice(["sv3d_u", "sv3d_p"]), default="sv3d_p", show_default=True)
+@click.option("--backends", default="torch-eager", show_default=True, callback=_backend_list,
+              help="Comma-separated: torch-eager, torch-compile, torch-fast, ort, tensorrt, tensorrt-rtx.")
+@click.option("--onnx", "onnx_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="`sv3d-trt export` directory (ort backend).")
+@click.option("--engines", "engines_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="`sv3d-trt build` directory (tensorrt / tensorrt-rtx backends).")
+@click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=3, show_default=True)
+@click.option("--iters", type=click.IntRange(1), default=10, show_default=True, help="Measured calls per stage.")
+@click.option("--loop-iters", type=click.IntRange(1), default=3, show_default=True,
+              help="Measured runs of the whole denoise loop and of end to end.")
+@click.option("--decode-chunks", default="1,7,14", show_default=True, callback=_int_list,
+              help="VAE decode chunk sizes to time; the largest is used end to end.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="UNet dtype of the torch backends. Default: fp16 on CUDA, fp32 on CPU.")
+@click.option("--mesh", is_flag=True, help="Also time mesh reconstruction from the end-to-end frames.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Bar plot PNG.")
+@_friendly
+def bench(checkpoint, config_name, variant, backends, onnx_dir, engines_dir, steps, warmup, iters, loop_iters,
+          decode_chunks, device, dtype, mesh, json_path, plot_path):
+    """Time every stage of every backend in one process, against the measured FLOP peak."""
+    import tempfile
+
+    from rich.console import Console
+
+    from .bench import BenchSpec, default_dtype, not_run_lines, render_table, run_bench, write_json, write_plot
+    from .models.checkpoint import make_checkpoint
+
+    if (checkpoint is None) == (config_name is None):
+        raise click.UsageError("give exactly one of --checkpoint and --config")
+    with tempfile.TemporaryDirectory(prefix="sv3d-bench-") as tmp:
+        if config_name is not None:
+            checkpoint = make_checkpoint(Path(tmp) / f"{config_name}_{variant}.safetensors", config_name, variant, seed=0)
+        spec = BenchSpec(checkpoint=checkpoint, backends=backends, device=device,
+                         dtype=dtype or default_dtype(device), steps=steps, warmup=warmup, iters=iters,
+                         loop_iters=loop_iters, decode_chunks=decode_chunks, onnx_dir=onnx_dir,
+                         engines_dir=engines_dir, mesh=mesh)
+        result = run_bench(spec, on_backend=lambda b: click.echo(f"{b.name}: {b.status}", err=True))
+    Console().print(render_table(result))
+    for line in not_run_lines(result):
+        click.secho(line, fg="yellow")
+    if json_path:
+        write_json(result, json_path)
+    if plot_path:
+        write_plot(result, plot_path)
 
 
 if __name__ == "__main__":

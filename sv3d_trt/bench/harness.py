@@ -70,6 +70,9 @@ class BenchSpec:
     rotate: int = 3  # distinct input buffers per stage
 
     def __post_init__(self):
+        for name in ("checkpoint", "onnx_dir", "engines_dir"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
         object.__setattr__(self, "backends", tuple(dict.fromkeys(canonical_backend(b) for b in self.backends)))
         if self.iters < 1 or self.loop_iters < 1 or self.warmup < 0 or self.rotate < 1:
             raise ValueError("iters, loop_iters and rotate must be >= 1 and warmup >= 0")
@@ -78,6 +81,11 @@ class BenchSpec:
     def e2e_chunk(self) -> int:
         """Decode chunk of the end-to-end run: the largest benchmarked (14 = the reference's)."""
         return max(self.decode_chunks)
+
+
+def default_dtype(device: str) -> str:
+    """The reference recipe's UNet dtype: fp16 on a GPU, fp32 on a CPU (no fast fp16 there)."""
+    return "fp16" if device.startswith("cuda") else "fp32"
 
 
 @dataclass

@@ -318,13 +318,13 @@ def step_errors(reference: str | os.PathLike, quantized: str | os.PathLike, samp
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     sessions = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for p in (reference, quantized)]
-    dtypes = [{i.name: graph_inputs(p)[i.name][1] for i in s.get_inputs()} for s, p in zip(sessions, (reference, quantized))]
+    dtypes = [{name: dtype for name, (_, dtype) in graph_inputs(p).items()} for p in (reference, quantized)]
     state = next((n for n in STATE_INPUTS if n in samples.feeds), None)
     report = []
     for i in range(len(samples)):
         ref, q = (
             np.concatenate([o.astype(np.float64).ravel() for o in s.run(None, samples.sample(i, d))])
-            for s, d in zip(sessions, dtypes)
+            for s, d in zip(sessions, dtypes, strict=True)
         )
         entry = {
             "generation": int(samples.generation[i]),

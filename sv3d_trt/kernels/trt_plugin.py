@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import BackendUnavailableError
 from . import aot
 from .launch import CubinFunction, function_for_device, launch_temporal_attention
 
@@ -38,8 +39,9 @@ DEFAULT_ARCHS = {"tensorrt-rtx": (80, 86, 89, 120), "tensorrt": (80, 86, 89, 90,
 
 # (arch, dtype, frames, head_dim) -> CompiledKernel: every node of a UNet level shares one compile.
 _compiled: dict[tuple[int, str, int, int], aot.CompiledKernel] = {}
-# trt module name -> (plugin class, creator class)
+# trt module name -> (plugin class, creator class), and the creator now in its registry
 _classes: dict[str, tuple[type, type]] = {}
+_registered: dict[str, object] = {}
 
 
 def _compile(archs: Sequence[int], dtype: str, frames: int, head_dim: int) -> list[aot.CompiledKernel]:
@@ -116,9 +118,16 @@ def _make_classes(trt: ModuleType) -> tuple[type, type]:
         def get_fields_to_serialize(self):
             if self.io is not None and not self.kernels:
                 self.kernels = _compile(self.archs, self.io[0], self.frames, self.io[1])
+            # A PluginField points into its array without owning it: keep both arrays alive on
+            # the plugin until TensorRT has copied them (else the engine gets freed memory).
+            self._field_arrays = (
+                np.array([self.frames], dtype=np.int32),
+                np.frombuffer(aot.pack(self.kernels), dtype=np.int8),
+            )
+            frames, kernels = self._field_arrays
             return trt.PluginFieldCollection([
-                trt.PluginField("frames", np.array([self.frames], dtype=np.int32), trt.PluginFieldType.INT32),
-                trt.PluginField("kernels", np.frombuffer(aot.pack(self.kernels), dtype=np.int8), trt.PluginFieldType.INT8),
+                trt.PluginField("frames", frames, trt.PluginFieldType.INT32),
+                trt.PluginField("kernels", kernels, trt.PluginFieldType.INT8),
             ])
 
         def on_shape_change(self, inp, out):
@@ -146,8 +155,9 @@ def _make_classes(trt: ModuleType) -> tuple[type, type]:
             self.plugin_namespace = PLUGIN_NAMESPACE
             self.archs = archs
             # Node attributes the parser looks for; "kernels" comes only from serialized engines.
+            self._frames_field = np.array([], dtype=np.int32)  # owned here, see get_fields_to_serialize
             self.field_names = trt.PluginFieldCollection([
-                trt.PluginField("frames", np.array([], dtype=np.int32), trt.PluginFieldType.INT32),
+                trt.PluginField("frames", self._frames_field, trt.PluginFieldType.INT32),
             ])
 
         def create_plugin(self, name, fc, phase):
@@ -178,10 +188,7 @@ def register_temporal_attention_plugin(trt: ModuleType, archs: Sequence[int] | N
     if old is not None:
         registry.deregister_creator(old)
     if not registry.register_creator(creator, PLUGIN_NAMESPACE):
-        raise RuntimeError(f"TensorRT refused to register the {PLUGIN_NAME} plugin creator")
+        raise BackendUnavailableError(f"{name} refused to register the {PLUGIN_NAME} plugin creator")
     # The registry holds a raw pointer: keep the Python object alive with the module state.
     _registered[name] = creator
     return creator
-
-
-_registered: dict[str, object] = {}

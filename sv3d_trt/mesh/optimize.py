@@ -20,7 +20,7 @@ import torch
 from .cameras import Views
 from .lighting import SphericalHarmonicsLight
 from .masks import Frames
-from .regularize import laplacian_energy, normal_consistency, uniform_laplacian
+from .regularize import adjacent_faces, laplacian_energy, normal_consistency, uniform_laplacian
 from .remesh import calc_edges, remesh
 from .render import render
 
@@ -28,8 +28,8 @@ from .render import render
 @dataclass(frozen=True)
 class FitConfig:
     iters: int = 200
-    views_per_step: int = 6
-    edge_length: float = 0.02  # target edge length, as a fraction of the object's largest side
+    views_per_step: int = 4
+    edge_length: float = 0.03  # target edge length, as a fraction of the object's largest side
     remesh_every: int = 10
     lr_position: float = 0.002  # fraction of the object's largest side per step (Adam step size)
     lr_albedo: float = 0.03
@@ -53,6 +53,8 @@ class MeshOptimizer:
         self.vertices = vertices.detach().clone().requires_grad_()  # (V, 3)
         self.albedo = albedo.detach().clone().requires_grad_()  # (V, 3)
         self.faces = faces  # (F, 3) long
+        self.edges = calc_edges(faces)[0]  # (E, 2), recomputed when the topology changes
+        self.face_pairs = adjacent_faces(faces)  # (E, 2)
         self.target = torch.full((len(vertices),), edge_length, device=vertices.device)  # (V,)
         self.lr_position, self.lr_albedo = lr_position, lr_albedo
         zeros = torch.zeros_like(self.vertices)
@@ -88,6 +90,8 @@ class MeshOptimizer:
         self.albedo = attributes.pop("albedo").requires_grad_()
         self.moments = attributes
         self.faces, self.target = faces, target
+        self.edges = calc_edges(faces)[0]
+        self.face_pairs = adjacent_faces(faces)
 
 
 def _initial_albedo(frames: Frames, vertices: torch.Tensor) -> torch.Tensor:
@@ -128,18 +132,17 @@ def fit(vertices: torch.Tensor, faces: torch.Tensor, frames: Frames, views: View
         out = render(opt.vertices, opt.faces, views.subset(index), colors=opt.albedo, shading=light)
         color = (out.image - frames.rgb[index]).pow(2).mean()
         mask = (out.alpha - frames.mask[index]).pow(2).mean()
-        edges, _ = calc_edges(opt.faces)
-        smooth_albedo = uniform_laplacian(opt.albedo, edges).pow(2).sum(-1).mean()
+        smooth_albedo = uniform_laplacian(opt.albedo, opt.edges).pow(2).sum(-1).mean()
         loss = (config.weight_color * color + config.weight_mask * mask
-                + config.weight_laplacian * laplacian_energy(opt.vertices, opt.faces, float(opt.target.mean()))
-                + config.weight_normal * normal_consistency(opt.vertices, opt.faces)
+                + config.weight_laplacian * laplacian_energy(opt.vertices, opt.edges, float(opt.target.mean()))
+                + config.weight_normal * normal_consistency(opt.vertices, opt.faces, opt.face_pairs)
                 + config.weight_albedo_smooth * smooth_albedo * 100.0)
         loss.backward()
         opt.step(lr_scale)
         for group in light_opt.param_groups:
             group["lr"] = config.lr_light * lr_scale
         light_opt.step()
-        losses.append(float(loss))  # sync
+        losses.append(float(loss.detach()))  # sync
         if (it + 1) % config.remesh_every == 0 and it + 1 < config.iters:
             opt.remesh()
         if progress is not None:

@@ -15,18 +15,21 @@ def uniform_laplacian(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor
     return values - total / degree
 
 
-def laplacian_energy(vertices: torch.Tensor, faces: torch.Tensor, scale: float) -> torch.Tensor:
+def laplacian_energy(vertices: torch.Tensor, edges: torch.Tensor, scale: float) -> torch.Tensor:
     """Mean squared uniform Laplacian in units of `scale` (the target edge length), so the weight
-    does not depend on how finely the surface is meshed."""
-    edges, _ = calc_edges(faces)
+    does not depend on how finely the surface is meshed. edges (E, 2) from `calc_edges`."""
     return (uniform_laplacian(vertices, edges) / scale).pow(2).sum(-1).mean()
 
 
-def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Mean 1 - cos of the angle between the normals of faces sharing an edge."""
+def adjacent_faces(faces: torch.Tensor) -> torch.Tensor:
+    """(E, 2) the two faces beside each edge of a closed manifold mesh."""
     _, face_edges = calc_edges(faces)
+    order = torch.argsort(face_edges.reshape(-1))  # each edge appears exactly twice
+    return torch.arange(len(faces), device=faces.device).repeat_interleave(3)[order].reshape(-1, 2)
+
+
+def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Mean 1 - cos of the angle between the normals of faces sharing an edge (pairs from `adjacent_faces`)."""
     v0, v1, v2 = vertices[faces].unbind(1)
     normals = F.normalize(torch.cross(v1 - v0, v2 - v0, dim=-1), dim=-1, eps=1e-12)  # (F, 3)
-    order = torch.argsort(face_edges.reshape(-1))  # closed manifold: each edge has exactly two faces
-    owner = torch.arange(len(faces), device=faces.device).repeat_interleave(3)[order].reshape(-1, 2)  # (E, 2)
-    return (1.0 - (normals[owner[:, 0]] * normals[owner[:, 1]]).sum(-1)).mean()
+    return (1.0 - (normals[pairs[:, 0]] * normals[pairs[:, 1]]).sum(-1)).mean()

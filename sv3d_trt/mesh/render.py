@@ -55,6 +55,15 @@ def _linear_bary(points: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> to
     return torch.stack([edge(1, 2), edge(2, 0), edge(0, 1)], dim=-1) / area[:, None]
 
 
+def _gather_vertices(screen: torch.Tensor, faces: torch.Tensor, view: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+    """screen (N, V, 3) -> the three projected corners (K, 3, 3) of triangle tri[k] in view view[k].
+
+    index_select on a flat view: its backward is one index_add, much cheaper than advanced indexing's.
+    """
+    flat_index = (view[:, None] * screen.shape[1] + faces[tri]).reshape(-1)  # (3K,)
+    return screen.reshape(-1, 3).index_select(0, flat_index).reshape(-1, 3, 3)
+
+
 def fragments(screen: torch.Tensor, faces: torch.Tensor, raster: Raster) -> Fragments:
     """Covered pixels with differentiable perspective-correct barycentrics."""
     n, h, w = raster.triangle.shape
@@ -62,7 +71,7 @@ def fragments(screen: torch.Tensor, faces: torch.Tensor, raster: Raster) -> Frag
     pixel = (flat >= 0).nonzero().squeeze(1)  # (K,)  # sync
     view, rest = pixel // (h * w), pixel % (h * w)
     tri = flat[pixel]
-    points = screen[view[:, None], faces[tri]]  # (K, 3, 3)
+    points = _gather_vertices(screen, faces, view, tri)  # (K, 3, 3)
     lin = _linear_bary(points, (rest % w).float() + 0.5, (rest // w).float() + 0.5)  # (K, 3)
     persp = lin / points[..., 2]  # 1/z-weighted: perspective-correct interpolation
     return Fragments(pixel, tri, persp / persp.sum(-1, keepdim=True))
@@ -70,7 +79,8 @@ def fragments(screen: torch.Tensor, faces: torch.Tensor, raster: Raster) -> Frag
 
 def interpolate(attributes: torch.Tensor, faces: torch.Tensor, frags: Fragments) -> torch.Tensor:
     """Per-vertex attributes (V, C) -> per-fragment values (K, C)."""
-    return (attributes[faces[frags.triangle]] * frags.bary[..., None]).sum(1)
+    corners = attributes.index_select(0, faces[frags.triangle].reshape(-1)).reshape(-1, 3, attributes.shape[1])
+    return (corners * frags.bary[..., None]).sum(1)
 
 
 def to_image(values: torch.Tensor, frags: Fragments, shape: tuple[int, int, int], background) -> torch.Tensor:
@@ -96,7 +106,7 @@ def antialias(image: torch.Tensor, screen: torch.Tensor, faces: torch.Tensor, ra
         bg = torch.where(a_fg, ib[edge], ia[edge])
         t = torch.where(a_fg, a[edge], b[edge])
         view = fg // (h * w)
-        points = screen[view[:, None], faces[t]]  # (M, 3, 3)
+        points = _gather_vertices(screen, faces, view, t)  # (M, 3, 3)
 
         def centre(p):
             return (p % (h * w) % w).float() + 0.5, (p % (h * w) // w).float() + 0.5
@@ -116,7 +126,7 @@ def antialias(image: torch.Tensor, screen: torch.Tensor, faces: torch.Tensor, ra
             mostly_vertical = (ey.abs() >= ex.abs()).squeeze(1)
             keep = mostly_vertical if axis == 2 else ~mostly_vertical
         fg, bg, s = fg[keep], bg[keep], s[keep]
-        diff = flat[fg] - flat[bg]  # (M, C)
+        diff = flat.index_select(0, fg) - flat.index_select(0, bg)  # (M, C)
         # A box pixel beyond the crossing gains object coverage s - 1/2; one before it loses 1/2 - s.
         gain = (s - 0.5).clamp_min(0.0)[:, None] * diff
         loss = (0.5 - s).clamp_min(0.0)[:, None] * diff

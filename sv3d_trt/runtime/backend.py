@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..backends import canonical_backend
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, NumericsError
 
 
 @dataclass
@@ -32,6 +32,9 @@ class Backend(ABC):
     """Protocol of one execution engine. Public methods are stage-level and numpy in/out."""
 
     name: str = ""
+    # Draw the sampler noise with torch when it is installed (the reference's numbers for a
+    # seed, runtime/noise.py); backends that promise a torch-free process set False.
+    torch_noise: bool = True
 
     def __init__(self, config):
         self.config = config  # SV3DConfig
@@ -78,19 +81,52 @@ class Backend(ABC):
         x = self.to_native(noise * np.float32(initial_noise_scale(float(sigmas[0]))))
         for i in range(len(sigmas) - 1):
             x = self.step(state, x, float(sigmas[i]), float(sigmas[i + 1]))
+            if not self.is_finite(x):  # name the step now: fp16 overflow is local to one sigma
+                raise non_finite_error(i, sigmas)
             if on_step is not None:
                 on_step(i)
         return self.to_numpy(x)
+
+    def is_finite(self, x: Any) -> bool:
+        """Whether a latent holds no NaN/inf; backends may check on the device instead."""
+        return bool(np.isfinite(self.to_numpy(x)).all())
 
     def describe(self) -> dict:
         """Settings for run.json (device, dtype, versions)."""
         return {"backend": self.name}
 
 
+def non_finite_error(step: int, sigmas: np.ndarray) -> NumericsError:
+    """The error for a latent that turned NaN/inf in denoise step `step` (0-based)."""
+    return NumericsError(
+        f"the latent became non-finite in denoise step {step + 1}/{len(sigmas) - 1} "
+        f"(sigma {float(sigmas[step]):.4g} -> {float(sigmas[step + 1]):.4g}): fp16 overflow; "
+        "use fp32 (--dtype fp32, or an fp32 export/engines)"
+    )
+
+
+def chunk_ranges(total: int, chunk: int) -> list[tuple[int, int]]:
+    """[start, stop) of consecutive chunks of at most `chunk` items covering `total`."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    return [(i, min(i + chunk, total)) for i in range(0, total, chunk)]
+
+
+def pad_chunk(x: np.ndarray, size: int) -> np.ndarray:
+    """Pad a short last chunk to the fixed batch `size` of a fixed-shape graph by repeating its
+    last item (a real latent, so the padded rows compute nothing unusual); callers drop them."""
+    if len(x) == size:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])
+
+
 # CLI name -> "module:Class", imported on first use so only the chosen backend's
 # dependencies load (the TensorRT path never imports torch).
 REGISTRY = {
     "torch-eager": "sv3d_trt.runtime.torch_eager:TorchEagerBackend",
+    "ort": "sv3d_trt.runtime.ort:OrtBackend",
+    "tensorrt": "sv3d_trt.runtime.trt:TensorRTBackend",
+    "tensorrt-rtx": "sv3d_trt.runtime.trt:TensorRTRTXBackend",
 }
 
 

@@ -33,6 +33,7 @@ class Result:
     input_rgb: np.ndarray  # (H, W, 3) uint8
     seed: int
     timings: dict = field(default_factory=dict)  # stage -> seconds
+    noise_source: str = ""  # which generator drew the noise (runtime/noise.py), for run.json
 
     def save(self, out_dir: str | Path, fps: int = 10) -> dict:
         """Write frame_000..020.png, orbit.mp4, orbit.gif, cameras.json, input.png."""
@@ -54,16 +55,28 @@ class Pipeline:
         """Build a pipeline over a PyTorch backend (torch-eager, torch-compile, torch-fast)."""
         return cls(backend_class(backend).from_checkpoint(checkpoint, device=device, dtype=dtype, **options))
 
+    @classmethod
+    def from_artifacts(cls, path, backend: str | None = None, device: str | None = None, **options) -> "Pipeline":
+        """Build a pipeline over whatever `path` holds: engines (manifest.json) -> tensorrt /
+        tensorrt-rtx, an ONNX export (export.json) -> ort, a checkpoint -> torch-eager.
+        `backend` forces one; see runtime/artifacts.py for the rules and error messages."""
+        from .artifacts import open_backend
+
+        return cls(open_backend(path, backend=backend, device=device, **options))
+
     @property
     def variant(self) -> str:
         return self.config.variant
+
+    def _noise(self, seed: int):
+        return draw_noise(seed, device=getattr(self.backend, "device", "cpu"), prefer_torch=self.backend.torch_noise)
 
     def condition(self, image, mask=None, rembg: bool = False, seed: int = 23) -> tuple[Conditioning, Any]:
         """Preprocess and encode an image once. Returns the conditioning and the RNG that
         continues the reference draw order (image noise first, then the initial latent)."""
         t0 = time.perf_counter()
         prepared = prepare_image(load_image(image, mask=mask, rembg=rembg), size=self.config.image_size)
-        rng = draw_noise(seed, device=getattr(self.backend, "device", "cpu"))
+        rng = self._noise(seed)
         cond_noise = rng.randn(prepared.tensor.shape)
         clip, latent = self.backend.encode(prepared.tensor, cond_noise)
         cond = Conditioning(clip_embedding=clip, concat_latent=latent, input_rgb=prepared.rgb_uint8)
@@ -99,7 +112,7 @@ class Pipeline:
             conditioning, rng = self.condition(image, mask=mask, rembg=rembg, seed=seed)
             timings["encode"] = self._encode_seconds
         elif rng is None:
-            rng = draw_noise(seed, device=getattr(self.backend, "device", "cpu"))
+            rng = self._noise(seed)
             rng.randn((1, 3, cfg.image_size, cfg.image_size))  # keep the reference draw order
 
         vector = camera_vector(self.variant, resolved, num_frames=T, cond_aug=COND_AUG)
@@ -127,4 +140,5 @@ class Pipeline:
         cameras = cameras_json(resolved, image_size=cfg.image_size, fov_deg=cfg.fov_deg, radius=cfg.camera_radius,
                                num_frames=T)
         return Result(frames=frames, latent=latent, orbit=resolved, cameras=cameras,
-                      input_rgb=conditioning.input_rgb, seed=seed, timings=timings)
+                      input_rgb=conditioning.input_rgb, seed=seed, timings=timings,
+                      noise_source=getattr(rng, "source", ""))

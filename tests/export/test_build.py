@@ -167,3 +167,22 @@ def test_full_tensorrt_refuses_cross_builds():
         pytest.skip("full TensorRT builds need a GPU")
     with pytest.raises(BackendUnavailableError, match="cross-architecture builds need --backend tensorrt-rtx"):
         build.make_builder(trt, ["sm75", "sm121"], None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp16", "int8", "fp8"])
+def test_real_tiny_export_builds(rtx, tmp_path_factory, precision):
+    """The acceptance chain on the real graphs: make-checkpoint tiny -> export (fp16, with its
+    calibration set) -> build for sm89 -> verify. Minutes on 2 cores, hence slow."""
+    from sv3d_trt.export.onnx_export import export_checkpoint
+    from sv3d_trt.models.checkpoint import make_checkpoint
+
+    root = tmp_path_factory.getbasetemp() / "real_tiny"
+    onnx_dir = root / "onnx"
+    if not (onnx_dir / "export.json").is_file():
+        checkpoint = make_checkpoint(root / "ck.safetensors", "tiny", "sv3d_p", seed=0)
+        export_checkpoint(checkpoint, onnx_dir, precision="fp16", calibration={"steps": 8})
+    manifest = build_engines(onnx_dir, root / precision, backend=rtx, precision=precision, targets=["sm89"])
+    assert set(manifest.engines) == {"clip", "vae_encoder", "vae_decoder", "context", "denoise_step"}
+    assert manifest.engines["denoise_step"]["precision"] == precision
+    verify_engines(root / precision)

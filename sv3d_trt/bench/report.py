@@ -1,0 +1,200 @@
+"""The benchmark's three outputs: JSON (the record), a rich table (the terminal), a bar plot.
+
+Every stage figure is read against the floor: achieved TFLOP/s = the stage's reference FLOPs
+(flops.py) / its median time, as a fraction of the matmul peak measured on the same device in
+the same run (machine.py), and the speed-up over the `torch-eager` row of the same run.
+
+JSON layout (`SCHEMA_VERSION` 1):
+
+    {"schema": "sv3d-trt-bench", "schema_version": 1, "created": "...Z",
+     "settings": {checkpoint, config, variant, backends, device, dtype, steps, warmup, iters,
+                  loop_iters, decode_chunks, e2e_decode_chunk, rotate, seed, onnx_dir, engines_dir, mesh},
+     "machine": {hostname, os, python, cpu, cpu_count, torch_threads, gpu, versions},
+     "peaks": {device, matmul_dtype, matmul_size, matmul_tflops, copy_bytes, copy_gbps},
+     "flops": {stage: reference FLOPs},
+     "backends": [{"name", "status": ok|skipped|failed, "reason", "settings", "timing_method",
+                   "load_seconds", "memory": {..._bytes}, "artifacts": {...} | null,
+                   "stages": {stage: {median_ms, p10_ms, p90_ms, mean_ms, iters,
+                                      [flops, achieved_tflops, peak_fraction], [speedup_vs_torch_eager]}}}]}
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+from ..fileio import atomic_path, write_json_atomic
+from .harness import BackendResult, BenchResult
+from .timing import Stats
+
+SCHEMA = "sv3d-trt-bench"
+SCHEMA_VERSION = 1
+REFERENCE = "torch-eager"
+
+
+def _reference_stages(result: BenchResult) -> dict[str, Stats]:
+    for b in result.backends:
+        if b.name == REFERENCE and b.status == "ok":
+            return b.stages
+    return {}
+
+
+def stage_figures(result: BenchResult, backend: BackendResult, stage: str) -> dict:
+    """Timing statistics of one stage plus its FLOP rate, peak fraction and speed-up."""
+    stats = backend.stages[stage]
+    out = stats.to_json()
+    flops = result.flops.get(stage)
+    if flops:
+        out["flops"] = flops
+        out["achieved_tflops"] = flops / stats.median / 1e12
+        out["peak_fraction"] = out["achieved_tflops"] / result.peaks.matmul_tflops
+    reference = _reference_stages(result).get(stage)
+    if reference is not None and backend.name != REFERENCE:
+        out["speedup_vs_torch_eager"] = reference.median / stats.median
+    return out
+
+
+def _settings(result: BenchResult) -> dict:
+    spec = result.spec
+    settings = {k: (str(v) if v is not None and k in ("checkpoint", "onnx_dir", "engines_dir") else v)
+                for k, v in asdict(spec).items()}
+    settings.update(config=result.config.name, variant=result.config.variant, backends=list(spec.backends),
+                    decode_chunks=list(spec.decode_chunks), e2e_decode_chunk=spec.e2e_chunk)
+    return settings
+
+
+def to_json(result: BenchResult) -> dict:
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": result.created,
+        "settings": _settings(result),
+        "machine": result.machine,
+        "peaks": result.peaks.to_json(),
+        "flops": result.flops,
+        "backends": [
+            {
+                "name": b.name,
+                "status": b.status,
+                "reason": b.reason,
+                "settings": b.settings,
+                "timing_method": b.timing_method,
+                "load_seconds": b.load_seconds,
+                "memory": b.memory,
+                "artifacts": b.artifacts,
+                "stages": {stage: stage_figures(result, b, stage) for stage in b.stages},
+            }
+            for b in result.backends
+        ],
+    }
+
+
+def write_json(result: BenchResult, path: str | os.PathLike) -> None:
+    write_json_atomic(path, to_json(result))
+
+
+# ---------------------------------------------------------------------------------------
+# Terminal
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds >= 10:
+        return f"{seconds:.1f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} µs"
+
+
+def _stage_order(result: BenchResult) -> list[str]:
+    stages: list[str] = []
+    for b in result.backends:
+        stages += [s for s in b.stages if s not in stages]
+    return stages
+
+
+def _cell(result: BenchResult, backend: BackendResult, stage: str) -> str:
+    if stage not in backend.stages:
+        return "-"
+    fig = stage_figures(result, backend, stage)
+    stats = backend.stages[stage]
+    lines = [f"[bold]{format_seconds(stats.median)}[/]",
+             f"[dim]{format_seconds(stats.p10)}–{format_seconds(stats.p90)}[/]"]
+    rate = []
+    if "achieved_tflops" in fig:
+        rate.append(f"{fig['achieved_tflops']:.3g} TF/s {100 * fig['peak_fraction']:.0f}%")
+    if "speedup_vs_torch_eager" in fig:
+        rate.append(f"{fig['speedup_vs_torch_eager']:.2f}x")
+    if rate:
+        lines.append(" ".join(rate))
+    return "\n".join(lines)
+
+
+def _bytes(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def render_table(result: BenchResult):
+    """A rich Table: one row per stage, one column per backend that ran."""
+    from rich.table import Table
+
+    peaks = result.peaks
+    ran = [b for b in result.backends if b.status == "ok"]
+    title = (f"sv3d-trt bench: {result.config.name} {result.config.variant}, {result.spec.steps} steps, "
+             f"{result.spec.device} {result.spec.dtype}; peak {peaks.matmul_tflops:.3g} TFLOP/s "
+             f"({peaks.matmul_dtype} matmul), copy {peaks.copy_gbps:.3g} GB/s")
+    table = Table(title=title, show_lines=True)
+    table.add_column("stage (FLOPs)")
+    for b in ran:
+        table.add_column(b.name, justify="right")
+    for stage in _stage_order(result):
+        flops = result.flops.get(stage)
+        label = f"{stage}\n[dim]{flops / 1e9:.4g} GFLOP[/]" if flops else stage
+        table.add_row(label, *(_cell(result, b, stage) for b in ran))
+    table.add_row("load", *(format_seconds(b.load_seconds) for b in ran))
+    table.add_row("peak host RSS", *(_bytes(b.memory.get("host_peak_rss_bytes", b.memory.get("host_process_peak_rss_bytes")))
+                                     for b in ran))
+    if any("gpu_torch_peak_allocated_bytes" in b.memory or "gpu_device_peak_used_bytes" in b.memory for b in ran):
+        table.add_row("peak GPU (torch / device)", *(
+            f"{_bytes(b.memory.get('gpu_torch_peak_allocated_bytes'))} / {_bytes(b.memory.get('gpu_device_peak_used_bytes'))}"
+            for b in ran))
+    return table
+
+
+def not_run_lines(result: BenchResult) -> list[str]:
+    """One line per backend that was skipped or failed, with the reason."""
+    return [f"{b.name}: {b.status}: {b.reason}" for b in result.backends if b.status != "ok"]
+
+
+# ---------------------------------------------------------------------------------------
+# Plot
+
+
+def write_plot(result: BenchResult, path: str | os.PathLike) -> None:
+    """Bar plot PNG: one group per stage, one bar per backend (median, p10–p90 whiskers), log time axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ran = [b for b in result.backends if b.status == "ok"]
+    stages = _stage_order(result)
+    width = 0.8 / max(len(ran), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(stages) * max(len(ran), 1) ** 0.5), 4.5))
+    x = np.arange(len(stages))
+    for k, b in enumerate(ran):
+        present = [i for i, s in enumerate(stages) if s in b.stages]
+        med = np.array([1e3 * b.stages[stages[i]].median for i in present])
+        lo = np.array([1e3 * b.stages[stages[i]].p10 for i in present])
+        hi = np.array([1e3 * b.stages[stages[i]].p90 for i in present])
+        ax.bar(x[present] + (k - (len(ran) - 1) / 2) * width, med, width, label=b.name,
+               yerr=np.stack([med - lo, hi - med]), capsize=2)
+    ax.set_xticks(x, stages, rotation=30, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("median time per call (ms)")
+    ax.set_title(f"{result.config.name} {result.config.variant}, {result.spec.device} {result.spec.dtype}, "
+                 f"{result.spec.steps} steps")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,141 @@
+"""The calibration set of int8/fp8 builds: real denoise_step feeds, recorded during seeded generations.
+
+`sv3d-trt export` runs a few complete generations (the bundled example images by default,
+a folder of the user's images with `--calib-images`) through the context and denoise_step
+graph MODULES in fp32 (the reference trajectories, identical to the exported fp32 graphs to
+1e-6) and keeps, for the recorded steps, exactly the arrays the step graph was fed. The file
+format is the one `quantize.py` reads (`save_calibration`, its module docstring): one array
+per step-graph input, stacked along a leading sample axis, plus `_generation` and `_step`.
+
+Size: every sample repeats the per-generation inputs, so a full-size sample is ~2 MB (mostly
+x_t, 21x4x72x72 fp32). The set is capped at `max_bytes` (256 MiB by default): when all steps of
+all generations do not fit (full config: 4 generations x 50 steps = 390 MB), each generation
+records the same evenly spaced subset of steps, always including the first and the last, so
+the whole sigma range 700 -> 0.002 stays covered. The tiny config records every step.
+
+sv3d_p generations alternate the static orbit and a seeded dynamic orbit, so the camera
+vector varies across the set; sv3d_u has no camera input.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from ..errors import ImageError
+from ..models.checkpoint import load_checkpoint
+from ..preprocess import EXAMPLES, example_image_path
+from ..runtime.pipeline import Pipeline
+from ..runtime.torch_eager import TorchEagerBackend
+from .graphs import ContextGraph, DenoiseStepGraph, graph_io
+from .quantize import CALIBRATION_PATH, save_calibration
+
+DEFAULT_SEEDS = 2
+DEFAULT_STEPS = 50
+DEFAULT_MAX_BYTES = 256 * 2**20
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def calibration_images(directory: str | os.PathLike | None = None) -> list[Path]:
+    """The images to calibrate on: every image file of `directory`, or the bundled examples."""
+    if directory is None:
+        return [example_image_path(name) for name in sorted(EXAMPLES)]
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ImageError(f"calibration image folder {directory} does not exist")
+    images = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise ImageError(f"{directory} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def recorded_steps(steps: int, generations: int, sample_bytes: int, max_bytes: int) -> list[int]:
+    """Step indices each generation records: all of them, or an even subset within max_bytes."""
+    per_generation = max(2, max_bytes // max(1, sample_bytes * generations))
+    if per_generation >= steps:
+        return list(range(steps))
+    return sorted({int(round(i)) for i in np.linspace(0, steps - 1, per_generation)})
+
+
+class RecordingBackend(TorchEagerBackend):
+    """torch-eager in fp32 whose `prepare`/`step` run the context and denoise_step graph modules
+    and keep the step graph's feed at the chosen steps."""
+
+    def __init__(self, models, device: str, steps_to_record: Iterable[int]):
+        super().__init__(models, device=device, dtype="fp32")
+        self.context_graph = ContextGraph(models.unet).to(self.device)
+        self.step_graph = DenoiseStepGraph(models.unet).to(self.device)
+        self.io = graph_io(models.config, decode_chunk=1)
+        self.steps_to_record = set(steps_to_record)
+        self.samples: list[dict[str, np.ndarray]] = []
+        self.sample_steps: list[int] = []
+        self._step = 0
+
+    @torch.inference_mode()
+    def prepare(self, cond, vector: np.ndarray, cfg_scales: np.ndarray) -> dict[str, torch.Tensor]:
+        attn2 = self.context_graph(self.to_native(cond.clip_embedding))
+        self._step = 0
+        return {
+            "concat_latent": self.to_native(cond.concat_latent),
+            "vector": self.to_native(vector),
+            "cfg_scales": self.to_native(cfg_scales),
+            **dict(zip(self.io["context"].output_names, attn2)),
+        }
+
+    @torch.inference_mode()
+    def step(self, state: dict, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+        feed = {"x": x, "sigma": self.to_native(np.array([sigma])), "sigma_next": self.to_native(np.array([sigma_next])),
+                **state}
+        args = [feed[name] for name in self.io["denoise_step"].input_names]
+        if self._step in self.steps_to_record:
+            self.samples.append({name: self.to_numpy(a) for name, a in zip(self.io["denoise_step"].input_names, args)})
+            self.sample_steps.append(self._step)
+        self._step += 1
+        return self.step_graph(*args)
+
+
+def record_calibration(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    images: Iterable[str | os.PathLike] | None = None,
+    seeds: Iterable[int] = range(DEFAULT_SEEDS),
+    steps: int = DEFAULT_STEPS,
+    device: str = "cpu",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> dict:
+    """Run one generation per (image, seed), record the step feeds into
+    `out_dir/calibration/denoise_step.npz`. Returns the export.json entry."""
+    t0 = time.perf_counter()
+    images = [Path(p) for p in (calibration_images() if images is None else images)]
+    seeds = list(seeds)
+    models = load_checkpoint(checkpoint, dtype="fp32", device=device)
+    io = graph_io(models.config, decode_chunk=1)["denoise_step"]
+    sample_bytes = sum(4 * math.prod(t.shape) for t in io.inputs)
+    generations = [(image, seed) for image in images for seed in seeds]
+    chosen = recorded_steps(steps, len(generations), sample_bytes, max_bytes)
+    backend = RecordingBackend(models, device, chosen)
+    pipe = Pipeline(backend)
+    generation_of, orbits = [], []
+    for g, (image, seed) in enumerate(generations):
+        orbit = "dynamic" if models.config.variant == "sv3d_p" and g % 2 else None
+        before = len(backend.samples)
+        pipe.generate(image, seed=seed, steps=steps, orbit=orbit)
+        generation_of += [g] * (len(backend.samples) - before)
+        orbits.append(orbit or ("static" if models.config.variant == "sv3d_p" else None))
+    path = Path(out_dir) / CALIBRATION_PATH
+    save_calibration(path, backend.samples, generation_of, backend.sample_steps)
+    return {
+        "file": CALIBRATION_PATH.as_posix(),
+        "generations": [{"image": image.name, "seed": seed, "orbit": orbit}
+                        for (image, seed), orbit in zip(generations, orbits)],
+        "steps": steps,
+        "recorded_steps": chosen,
+        "samples": len(backend.samples),
+        "bytes": path.stat().st_size,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }

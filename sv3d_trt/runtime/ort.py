@@ -1,0 +1,209 @@
+"""`ort` (alias onnxruntime): the five exported graphs under ONNX Runtime, no torch.
+
+Stages of the backend protocol map one to one onto the graphs of `sv3d-trt export`
+(export/graphs.py): encode = clip + vae_encoder, prepare = context (once per generation, its
+32 folded cross-attention outputs are fed by name into every step), step = one denoise_step
+run, decode = vae_decoder over fixed-size chunks (the exported chunk; the last one padded).
+
+One InferenceSession per graph, created once. On the CUDA execution provider the latent,
+the per-generation feeds and the context outputs stay on the GPU (IO binding, the step's
+output written into one of two preallocated device buffers in turn); on the CPU provider
+plain `run` with numpy is already copy-free.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, StaleEngineError
+from ..models.config import get_config
+from .backend import Backend, Conditioning, chunk_ranges, pad_chunk
+
+log = logging.getLogger(__name__)
+
+EXPORT_INFO = "export.json"
+GRAPHS = ("clip", "vae_encoder", "vae_decoder", "context", "denoise_step")
+COND_AUG = 1e-5  # noise added to the image before the VAE encoder (sv3d.md §4.2); CLIP sees it clean
+_INSTALL = "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)"
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise BackendUnavailableError(f"the ort backend needs ONNX Runtime ({e}); install with `{_INSTALL}`") from e
+    return onnxruntime
+
+
+def read_export_info(directory: str | Path) -> dict:
+    """export.json of an export directory; StaleEngineError naming the export command if absent."""
+    path = Path(directory) / EXPORT_INFO
+    if not path.is_file():
+        raise StaleEngineError(
+            f"{path} not found: {directory} is not an export directory; "
+            f"create one with `sv3d-trt export --checkpoint CKPT --out {directory}`"
+        )
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise StaleEngineError(f"{path} is unreadable ({e}); re-run `sv3d-trt export`") from e
+    missing = [g for g in GRAPHS if g not in info.get("graphs", {})]
+    if missing:
+        raise StaleEngineError(f"{path} lists no {', '.join(missing)} graph; re-run `sv3d-trt export` for all graphs")
+    return info
+
+
+def check_session_io(name: str, session, contract: dict, directory: Path) -> None:
+    """The session's IO must equal the contract recorded in export.json (names, shapes)."""
+    got = {
+        "inputs": [(v.name, list(v.shape)) for v in session.get_inputs()],
+        "outputs": [(v.name, list(v.shape)) for v in session.get_outputs()],
+    }
+    want = {k: [(t["name"], list(t["shape"])) for t in contract[k]] for k in ("inputs", "outputs")}
+    if got != want:
+        raise StaleEngineError(
+            f"{directory / (name + '.onnx')} does not match {directory / EXPORT_INFO} "
+            f"(graph {got}, export.json {want}); re-run `sv3d-trt export`"
+        )
+
+
+def choose_providers(device: str, available: list[str]) -> list[str]:
+    """Execution providers for `device` ("auto", "cpu", "cuda", "cuda:N") out of `available`."""
+    kind = device.split(":")[0]
+    if kind not in ("auto", "cpu", "cuda"):
+        raise BackendUnavailableError(f"the ort backend runs on cpu or cuda, not {device!r}")
+    if kind == "cuda" and "CUDAExecutionProvider" not in available:
+        raise BackendUnavailableError(
+            f"ONNX Runtime here has no CUDA execution provider (available: {', '.join(available)}); "
+            "install `pip install onnxruntime-gpu` or use --device cpu"
+        )
+    if kind != "cpu" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OrtBackend(Backend):
+    name = "ort"
+
+    def __init__(self, directory: str | Path, device: str = "auto", threads: int | None = None):
+        ort = _import_ort()
+        self.directory = Path(directory)
+        self.info = read_export_info(self.directory)
+        super().__init__(get_config(self.info["config"], self.info["variant"]))
+        self.decode_chunk = int(self.info["decode_chunk"])
+        self.providers = choose_providers(device, ort.get_available_providers())
+        self.cuda = self.providers[0] == "CUDAExecutionProvider"
+        self.device_id = int(device.split(":")[1]) if ":" in device else 0
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # warnings from constant folding are noise here
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        provider_options = [{"device_id": self.device_id}, {}] if self.cuda else [{}]
+        self.sessions = {}
+        for name in GRAPHS:
+            path = self.directory / self.info["graphs"][name]["file"]
+            if not path.is_file():
+                raise StaleEngineError(f"{path} is missing; re-run `sv3d-trt export --out {self.directory}`")
+            session = ort.InferenceSession(str(path), sess_options=options, providers=self.providers,
+                                           provider_options=provider_options)
+            check_session_io(name, session, self.info["graphs"][name], self.directory)
+            self.sessions[name] = session
+        self._ort = ort
+        self._ping_pong: list[Any] = []  # two device buffers for x_next (CUDA only)
+
+    @classmethod
+    def from_artifacts(cls, path, device: str = "auto", threads: int | None = None, **_) -> "OrtBackend":
+        return cls(path, device=device, threads=threads)
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.name,
+            "onnxruntime": self._ort.__version__,
+            "providers": self.providers,
+            "export_dir": str(self.directory.resolve()),
+            "precision": self.info["precision"],
+            "config": self.info["config"],
+            "variant": self.info["variant"],
+            "decode_chunk": self.decode_chunk,
+        }
+
+    # -- arrays -------------------------------------------------------------------------
+
+    def to_native(self, x: np.ndarray) -> Any:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.cuda:
+            return self._ort.OrtValue.ortvalue_from_numpy(x, "cuda", self.device_id)
+        return x
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return x.numpy() if self.cuda else np.asarray(x, dtype=np.float32)
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.sessions[graph].run(None, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
+
+    # -- stages -------------------------------------------------------------------------
+
+    def encode(self, image: np.ndarray, cond_noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        image = np.asarray(image, dtype=np.float32)  # (1, 3, S, S) in [-1, 1]
+        (clip,) = self._run("clip", {"image": image})  # (1, D)
+        (latent,) = self._run("vae_encoder", {"image": image + np.float32(COND_AUG) * cond_noise})  # (1, 4, h, w)
+        return clip, latent
+
+    def prepare(self, cond: Conditioning, vector: np.ndarray, cfg_scales: np.ndarray) -> dict[str, Any]:
+        """The per-generation inputs of denoise_step: numpy (CPU) or OrtValues on the device (CUDA)."""
+        feeds = {
+            "concat_latent": np.asarray(cond.concat_latent, dtype=np.float32),  # (1, 4, h, w)
+            "vector": np.asarray(vector, dtype=np.float32),  # (T, adm)
+            "cfg_scales": np.asarray(cfg_scales, dtype=np.float32),  # (T,)
+        }
+        context = self.sessions["context"]
+        if not self.cuda:
+            outputs = self._run("context", {"clip_embedding": cond.clip_embedding})
+            feeds.update(zip((o.name for o in context.get_outputs()), outputs))  # attn2_i (2, C_i)
+            return feeds
+        # CUDA: the context outputs never leave the device; they are bound as step inputs.
+        binding = context.io_binding()
+        binding.bind_cpu_input("clip_embedding", np.ascontiguousarray(cond.clip_embedding, dtype=np.float32))
+        for out in context.get_outputs():
+            binding.bind_output(out.name, "cuda", self.device_id)
+        context.run_with_iobinding(binding)
+        device_feeds = {k: self.to_native(v) for k, v in feeds.items()}
+        device_feeds.update(zip((o.name for o in context.get_outputs()), binding.get_outputs()))
+        return device_feeds
+
+    def step(self, state: dict[str, Any], x: Any, sigma: float, sigma_next: float) -> Any:
+        sigmas = {"sigma": np.array([sigma], np.float32), "sigma_next": np.array([sigma_next], np.float32)}
+        if not self.cuda:
+            (x_next,) = self.sessions["denoise_step"].run(None, {"x": x, **sigmas, **state})
+            return x_next  # (T, 4, h, w)
+        session = self.sessions["denoise_step"]
+        if not self._ping_pong:
+            shape = tuple(session.get_outputs()[0].shape)
+            self._ping_pong = [self._ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", self.device_id)
+                               for _ in range(2)]
+        out = self._ping_pong[0] if x is not self._ping_pong[0] else self._ping_pong[1]
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("x", x)
+        for name, value in sigmas.items():
+            binding.bind_cpu_input(name, value)
+        for name, value in state.items():
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_ortvalue_output("x_next", out)
+        session.run_with_iobinding(binding)
+        return out
+
+    def decode(self, latent: np.ndarray, chunk: int) -> np.ndarray:
+        """Decode in the exported chunk size (a fixed graph shape); `chunk` is ignored here:
+        a smaller decode chunk needs a re-export (`sv3d-trt export --decode-chunk N`)."""
+        latent = np.asarray(latent, dtype=np.float32)  # (T, 4, h, w)
+        frames = []
+        for start, stop in chunk_ranges(len(latent), self.decode_chunk):
+            (out,) = self._run("vae_decoder", {"latent": pad_chunk(latent[start:stop], self.decode_chunk)})
+            frames.append(out[: stop - start])  # (n, 3, S, S)
+        return np.concatenate(frames)
