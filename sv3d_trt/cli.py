@@ -288,9 +288,9 @@ def _backend_list(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--backends", default="torch-eager", show_default=True, callback=_backend_list,
               help="Comma-separated: torch-eager, torch-compile, torch-fast, ort, tensorrt, tensorrt-rtx.")
 @click.option("--onnx", "onnx_dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="`sv3d-trt export` directory (ort backend).")
+              help="`sv3d-trt export` directory (ort backend). Default: exported from the checkpoint into a temporary folder.")
 @click.option("--engines", "engines_dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="`sv3d-trt build` directory (tensorrt / tensorrt-rtx backends).")
+              help="`sv3d-trt build` directory (tensorrt / tensorrt-rtx). Default: built into a temporary folder.")
 @click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=3, show_default=True)
 @click.option("--iters", type=click.IntRange(1), default=10, show_default=True, help="Measured calls per stage.")
@@ -323,7 +323,7 @@ def bench(checkpoint, config_name, variant, backends, onnx_dir, engines_dir, ste
         spec = BenchSpec(checkpoint=checkpoint, backends=backends, device=device,
                          dtype=dtype or default_dtype(device), steps=steps, warmup=warmup, iters=iters,
                          loop_iters=loop_iters, decode_chunks=decode_chunks, onnx_dir=onnx_dir,
-                         engines_dir=engines_dir, mesh=mesh)
+                         engines_dir=engines_dir, workdir=tmp, mesh=mesh)
         result = run_bench(spec, on_backend=lambda b: click.echo(f"{b.name}: {b.status}", err=True))
     Console().print(render_table(result))
     for line in not_run_lines(result):

@@ -18,19 +18,22 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..models.config import SV3DConfig
 
-_aten = torch.ops.aten
+
+
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 # FlopCounterMode knows the CUDA attention kernels but not the CPU flash kernel that SDPA
-# dispatches to on CPU tensors; it has the same FLOPs as the CUDA flash kernel.
-_EXTRA_FORMULAS = {
-    _aten._scaled_dot_product_flash_attention_for_cpu: flop_registry[_aten._scaled_dot_product_flash_attention],
-}
+# dispatches to on CPU tensors (it would count 0); same FLOPs as the CUDA flash kernel.
+_EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -40,13 +43,13 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def reference_flops(config: SV3DConfig, steps: int, decode_chunks: Iterable[int]) -> dict[str, int]:
+def reference_flops(config: SV3DConfig, steps: int) -> dict[str, int]:
     """FLOPs of each benchmark stage for the reference networks of `config` (meta device).
 
     Stages: clip, vae_encode, encode (both), context (the fold's to_out(to_v(ctx)), once per
     generation), step (UNet on the CFG batch of 2T frames), step_folded (the same step after the
-    cross-attention fold), denoise (`steps` steps), decode_<n> (all T frames, n per call),
-    end_to_end (encode + denoise + decode).
+    cross-attention fold), denoise (`steps` steps), decode (all T frames, whatever the chunk:
+    the decoder works frame by frame), end_to_end (encode + denoise + decode).
     """
     from ..models.checkpoint import build_module
     from ..models.fold import attn2_modules, attn2_outputs, fold_cross_attention
@@ -72,14 +75,17 @@ def reference_flops(config: SV3DConfig, steps: int, decode_chunks: Iterable[int]
             "step": count_flops(lambda: unet(x, timesteps, torch.empty(n, 1, u.context_dim), y)),
             "step_folded": count_flops(lambda: folded(x, timesteps, y, attn2)),
         }
-        # The decoder works frame by frame (2-D convs, per-frame attention): linear in frames.
-        per_frame = count_flops(lambda: vae_decoder(torch.empty(1, config.vae.z_channels, h, h)))
+        # 2-D convs and per-frame attention: linear in frames, the same for every chunk size.
+        out["decode"] = T * count_flops(lambda: vae_decoder(torch.empty(1, config.vae.z_channels, h, h)))
     out["encode"] = out["clip"] + out["vae_encode"]
     out["denoise"] = steps * out["step"]
-    for chunk in decode_chunks:
-        out[f"decode_{chunk}"] = T * per_frame
-    out["end_to_end"] = out["encode"] + out["denoise"] + T * per_frame
+    out["end_to_end"] = out["encode"] + out["denoise"] + out["decode"]
     return out
+
+
+def stage_flops_key(stage: str) -> str:
+    """The reference_flops key of a benchmark stage ("decode_7" -> "decode")."""
+    return "decode" if stage.startswith("decode_") else stage
 
 
 # ---------------------------------------------------------------------------------------

@@ -46,8 +46,9 @@ from .timing import Stats, clock_for, measure
 
 log = logging.getLogger(__name__)
 
-# Backends that run exported artifacts rather than a checkpoint, and the directory each reads.
-ARTIFACT_DIRS = {"ort": "onnx_dir", "tensorrt": "engines_dir", "tensorrt-rtx": "engines_dir"}
+# Backends that run exported artifacts rather than a checkpoint, and what they read.
+ONNX_BACKENDS = ("ort",)
+ENGINE_BACKENDS = ("tensorrt", "tensorrt-rtx")
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,15 @@ class BenchSpec:
     decode_chunks: tuple[int, ...] = (1, 7, 14)
     onnx_dir: Path | None = None
     engines_dir: Path | None = None
+    # Where a missing ONNX export / engine directory is made from the checkpoint (None: an
+    # ort/tensorrt row without --onnx/--engines is skipped).
+    workdir: Path | None = None
     mesh: bool = False
     seed: int = 0
     rotate: int = 3  # distinct input buffers per stage
 
     def __post_init__(self):
-        for name in ("checkpoint", "onnx_dir", "engines_dir"):
+        for name in ("checkpoint", "onnx_dir", "engines_dir", "workdir"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         object.__setattr__(self, "backends", tuple(dict.fromkeys(canonical_backend(b) for b in self.backends)))
@@ -151,17 +155,63 @@ class _Inputs:
         return float(self.sigmas[i]), float(self.sigmas[i + 1])
 
 
-def make_backend(name: str, spec: BenchSpec) -> Backend:
-    """Construct backend `name`: from its artifact directory if it runs exports/engines, else
-    from the checkpoint. Raises BackendUnavailableError when it cannot run here."""
+class Artifacts:
+    """The ONNX export and engine directories of a run: given, or made once in `spec.workdir`."""
+
+    def __init__(self, spec: BenchSpec):
+        self.spec = spec
+        self._onnx_dir = spec.onnx_dir
+        self._engines: dict[str, Path] = {}
+
+    def _missing(self, flag: str, name: str) -> BackendUnavailableError:
+        return BackendUnavailableError(f"backend {name!r} needs {flag} DIR (from `sv3d-trt export`/`build`)")
+
+    def onnx_dir(self, name: str) -> Path:
+        if self._onnx_dir is None:
+            if self.spec.workdir is None:
+                raise self._missing("--onnx", name)
+            from ..export.onnx_export import export_checkpoint
+
+            log.info("exporting %s to ONNX (%s)", self.spec.checkpoint.name, self.spec.dtype)
+            chunk = min(self.spec.e2e_chunk, inspect_checkpoint(self.spec.checkpoint).num_frames)
+            out = self.spec.workdir / "onnx"
+            export_checkpoint(self.spec.checkpoint, out, precision=self.spec.dtype, decode_chunk=chunk)
+            self._onnx_dir = out
+        return self._onnx_dir
+
+    def engines_dir(self, name: str) -> Path:
+        if self.spec.engines_dir is not None:
+            return self.spec.engines_dir
+        if name not in self._engines:
+            if self.spec.workdir is None:
+                raise self._missing("--engines", name)
+            from ..export.build import build_engines
+
+            onnx_dir = self.onnx_dir(name)
+            out = self.spec.workdir / f"engines-{name}"
+            log.info("building %s engines", name)
+            build_engines(onnx_dir, out, backend=name)
+            self._engines[name] = out
+        return self._engines[name]
+
+    def directory(self, name: str) -> Path | None:
+        """The artifact directory backend `name` reads (None for checkpoint backends)."""
+        if name in ONNX_BACKENDS:
+            return self.onnx_dir(name)
+        if name in ENGINE_BACKENDS:
+            return self.engines_dir(name)
+        return None
+
+
+def make_backend(name: str, spec: BenchSpec, directory: Path | None) -> Backend:
+    """Construct backend `name` from its artifact directory, or from the checkpoint.
+    Raises BackendUnavailableError when it cannot run here."""
+    from ..runtime.artifacts import require_installed
+
+    require_installed(name)
     cls = backend_class(name)
-    option = ARTIFACT_DIRS.get(name)
-    if option is None:
-        return cls.from_checkpoint(spec.checkpoint, device=spec.device, dtype=spec.dtype)
-    directory = getattr(spec, option)
     if directory is None:
-        flag = "--" + option.replace("_dir", "")
-        raise BackendUnavailableError(f"backend {name!r} needs {flag} DIR (from `sv3d-trt export`/`build`)")
+        return cls.from_checkpoint(spec.checkpoint, device=spec.device, dtype=spec.dtype)
     return cls.from_artifacts(directory, device=spec.device)
 
 
@@ -188,8 +238,14 @@ def _stages(backend: Backend, spec: BenchSpec, inputs: _Inputs, image: Path) -> 
     state = backend.prepare(cond, inputs.vector, inputs.cfg_scales)
     xs = [backend.to_native(x) for x in inputs.step_x]
     sigma, sigma_next = inputs.step_sigmas()
-    timed("step", lambda i: backend.step(state, xs[i % n], sigma, sigma_next), spec.warmup, spec.iters)
-    for chunk in spec.decode_chunks:
+    if clock.synchronizes:
+        timed("step", lambda i: backend.step(state, xs[i % n], sigma, sigma_next), spec.warmup, spec.iters)
+    else:  # the backend offers no sync: fetching x_next (T*4*h*w floats) is the only completion point
+        timed("step", lambda i: backend.to_numpy(backend.step(state, xs[i % n], sigma, sigma_next)), spec.warmup,
+              spec.iters)
+    # Exported decoders have a fixed batch: they decode in that chunk whatever is asked.
+    fixed = backend.describe().get("decode_chunk")
+    for chunk in (fixed,) if fixed else spec.decode_chunks:
         timed(f"decode_{chunk}", lambda i, c=chunk: backend.decode(inputs.decode_z[i % n], c), spec.warmup, spec.iters)
     loop_warmup = min(spec.warmup, 1)
     timed("denoise", lambda i: backend.denoise(state, inputs.loop_noise[i % n], inputs.sigmas), loop_warmup,
@@ -219,29 +275,34 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run_backend(name: str, spec: BenchSpec, inputs: _Inputs, image: Path) -> BackendResult:
-    """Benchmark one backend; never raises for a backend that cannot run or fails with a typed error."""
+def run_backend(name: str, spec: BenchSpec, artifacts: Artifacts, inputs: _Inputs, image: Path) -> BackendResult:
+    """Benchmark one backend; a backend that cannot run (BackendUnavailableError) or fails with
+    another typed error gives a skipped/failed result instead of raising."""
     monitor = MemoryMonitor(use_gpu=spec.device.startswith("cuda"))
-    monitor.start()
     backend = None
     try:
+        if name in ENGINE_BACKENDS and not spec.device.startswith("cuda"):
+            raise BackendUnavailableError(f"backend {name!r} runs on a CUDA device only; use --device cuda")
+        directory = artifacts.directory(name)  # exports/builds first: not part of load or memory
+        monitor.start()
         t0 = time.perf_counter()
-        backend = make_backend(name, spec)
-        load_seconds = time.perf_counter() - t0
+        backend = make_backend(name, spec, directory)
         result = BackendResult(name=name, status="ok", settings=backend.describe(),
-                               timing_method=clock_for(backend).method, load_seconds=load_seconds)
+                               timing_method=clock_for(backend).method, load_seconds=time.perf_counter() - t0)
         result.stages = _stages(backend, spec, inputs, image)
+        result.memory = monitor.stop()
+        if directory is not None:
+            result.artifacts = describe_artifacts(directory)
     except BackendUnavailableError as e:
-        log.warning("%s skipped: %s", name, e)
+        log.info("%s skipped: %s", name, e)
         result = BackendResult(name=name, status="skipped", reason=str(e))
     except SV3DError as e:
-        log.warning("%s failed: %s", name, e)
+        log.info("%s failed: %s", name, e)
         result = BackendResult(name=name, status="failed", reason=f"{type(e).__name__}: {e}")
-    result.memory = monitor.stop()
-    option = ARTIFACT_DIRS.get(name)
-    directory = getattr(spec, option) if option else None
-    if result.status == "ok" and directory is not None:
-        result.artifacts = describe_artifacts(directory)
+    finally:
+        monitor.close()
+        if backend is not None and hasattr(backend, "close"):
+            backend.close()  # e.g. TensorRT-RTX persists its runtime cache
     backend = None
     _free_memory()
     return result
@@ -255,12 +316,13 @@ def run_bench(spec: BenchSpec, on_backend: Callable[[BackendResult], None] | Non
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     machine = describe_machine(spec.device)
     peaks = measure_peaks(spec.device, spec.dtype)
-    flops = reference_flops(config, spec.steps, spec.decode_chunks)
+    flops = reference_flops(config, spec.steps)
     inputs = _Inputs.make(config, spec)
     image = example_image_path("mug")
+    artifacts = Artifacts(spec)
     results = []
     for name in spec.backends:
-        results.append(run_backend(name, spec, inputs, image))
+        results.append(run_backend(name, spec, artifacts, inputs, image))
         if on_backend is not None:
             on_backend(results[-1])
     return BenchResult(spec=spec, config=config, created=created, machine=machine, peaks=peaks, flops=flops,

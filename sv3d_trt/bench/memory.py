@@ -85,7 +85,7 @@ def _start_nvml(use_gpu: bool) -> _NvmlPoller | None:
 
 
 class MemoryMonitor:
-    """Bracket one backend's run: `start()`, run, `stop()` -> {field: bytes}."""
+    """Bracket one backend's run: `start()`, run, `stop()` -> {field: bytes}; `close()` always."""
 
     def __init__(self, use_gpu: bool):
         self.use_gpu = use_gpu
@@ -112,3 +112,9 @@ class MemoryMonitor:
             out["gpu_device_peak_used_bytes"] = self._nvml.stop()
             self._nvml = None
         return out
+
+    def close(self) -> None:
+        """Stop the NVML poller if `stop()` was not reached (the run raised)."""
+        if self._nvml is not None:
+            self._nvml.stop()
+            self._nvml = None

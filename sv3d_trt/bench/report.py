@@ -23,6 +23,7 @@ import os
 from dataclasses import asdict
 
 from ..fileio import atomic_path, write_json_atomic
+from .flops import stage_flops_key
 from .harness import BackendResult, BenchResult
 from .timing import Stats
 
@@ -42,7 +43,7 @@ def stage_figures(result: BenchResult, backend: BackendResult, stage: str) -> di
     """Timing statistics of one stage plus its FLOP rate, peak fraction and speed-up."""
     stats = backend.stages[stage]
     out = stats.to_json()
-    flops = result.flops.get(stage)
+    flops = result.flops.get(stage_flops_key(stage))
     if flops:
         out["flops"] = flops
         out["achieved_tflops"] = flops / stats.median / 1e12
@@ -55,8 +56,7 @@ def stage_figures(result: BenchResult, backend: BackendResult, stage: str) -> di
 
 def _settings(result: BenchResult) -> dict:
     spec = result.spec
-    settings = {k: (str(v) if v is not None and k in ("checkpoint", "onnx_dir", "engines_dir") else v)
-                for k, v in asdict(spec).items()}
+    settings = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in asdict(spec).items()}
     settings.update(config=result.config.name, variant=result.config.variant, backends=list(spec.backends),
                     decode_chunks=list(spec.decode_chunks), e2e_decode_chunk=spec.e2e_chunk)
     return settings
@@ -97,8 +97,8 @@ def write_json(result: BenchResult, path: str | os.PathLike) -> None:
 
 
 def format_seconds(seconds: float) -> str:
-    if seconds >= 10:
-        return f"{seconds:.1f} s"
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.3g} ms"
     return f"{seconds * 1e6:.3g} µs"
@@ -146,7 +146,7 @@ def render_table(result: BenchResult):
     for b in ran:
         table.add_column(b.name, justify="right")
     for stage in _stage_order(result):
-        flops = result.flops.get(stage)
+        flops = result.flops.get(stage_flops_key(stage))
         label = f"{stage}\n[dim]{flops / 1e9:.4g} GFLOP[/]" if flops else stage
         table.add_row(label, *(_cell(result, b, stage) for b in ran))
     table.add_row("load", *(format_seconds(b.load_seconds) for b in ran))

@@ -5,7 +5,8 @@ stream (GPU time between the two points, no host jitter); everywhere else it rea
 clock after synchronising the backend (`backend.synchronize()` when it has one: a backend
 that returns before its device work is done must expose it). Numpy outputs are synchronous
 by construction, so on CPU the wall clock alone is right; the torch thread count is reported
-in the machine description.
+in the machine description. With neither events nor a sync (`clock.synchronizes` False), a
+caller timing a call that returns a device array must fetch it to the host inside the call.
 
 Each measured call gets its iteration index so the caller can rotate through several input
 buffers: timing the same buffer again and again lets caches (L2, the CPU's LLC) flatter the
@@ -58,6 +59,8 @@ class WallClock:
 
     def __init__(self, synchronize: Callable[[], Any] | None = None):
         self._sync = synchronize or (lambda: None)
+        # Without a device sync, only outputs fetched to the host are known to be complete.
+        self.synchronizes = synchronize is not None
 
     def time(self, fn: Callable[[], Any]) -> float:
         self._sync()
@@ -71,6 +74,7 @@ class CudaEventClock:
     """CUDA events recorded on the current stream around the call (torch backends on a GPU)."""
 
     method = "cuda-events"
+    synchronizes = True
 
     def __init__(self, device):
         import torch

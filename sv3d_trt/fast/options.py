@@ -19,7 +19,7 @@ class FastOptions:
     channels_last: bool = True  # NHWC convolutions; the temporal blocks' 5-D views need no copies then
     cuda_graph: bool = True  # the whole CFG step captured once and replayed (CUDA only)
     compile: str | None = None  # torch.compile mode for the runtime UNet, None: eager
-    compile_cache: Path | None = None  # a file: compiled artifacts saved after the first call, loaded at start
+    compile_cache: Path | None = None  # a directory: compiled artifacts saved after the first call, loaded at start
     decode_dtype: str | None = None  # VAE decoder dtype; None: the UNet's on CUDA, fp32 on CPU
 
     def __post_init__(self):

@@ -18,11 +18,12 @@ from .raster import rasterize
 from .remesh import calc_edges
 from .render import vertex_normals
 
+MIN_VIEWS = 2
 DEPTH_TOLERANCE = 0.02  # relative: a vertex within 2 % behind the visible surface still counts as seen
 
 
 def seen_vertices(vertices: torch.Tensor, faces: torch.Tensor, views: Views) -> torch.Tensor:
-    """(V,) bool: the vertex faces some camera and is not hidden behind other surface in that view."""
+    """(V,) bool: the vertex faces MIN_VIEWS cameras and is not hidden behind other surface in them."""
     screen = project(vertices, views)  # (N, V, 3)
     raster = rasterize(screen, faces, views.resolution)
     res = views.resolution
@@ -31,7 +32,9 @@ def seen_vertices(vertices: torch.Tensor, faces: torch.Tensor, views: Views) -> 
     surface = raster.depth.reshape(len(views), -1).gather(1, row * res + col)  # (N, V)
     unoccluded = screen[..., 2] <= surface * (1.0 + DEPTH_TOLERANCE)
     facing = (vertex_normals(vertices, faces)[None] * (views.centres[:, None] - vertices[None])).sum(-1) > 0
-    return (unoccluded & facing).any(dim=0)
+    # Two views, not one: where the hull is made of viewing-cone surface (e.g. the bulge over a box top
+    # between the orbit's cameras), each patch grazes exactly one camera and faces away from the rest.
+    return (unoccluded & facing).sum(dim=0) >= MIN_VIEWS
 
 
 def fill_unseen(vertices: torch.Tensor, faces: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:

@@ -27,16 +27,14 @@ def temporal_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, f
     """Softmax attention across the frames of each video at each spatial location.
 
     q, k, v: (B*T, S, heads, d) in the native frame-major layout. Returns (B*T, S, heads, d).
-    Scale 1/sqrt(d) (SDPA default = xformers default of the reference).
+    Scale 1/sqrt(d) (SDPA default = xformers default of the reference). Dispatches to
+    `sv3d_trt.kernels.temporal_attention`: the fused Triton kernel on CUDA (no regroup
+    copies), the plain regroup + SDPA reference elsewhere, and a `sv3d_trt::TemporalAttention`
+    node inside an ONNX export with plugins on.
     """
-    n, s, h, d = q.shape
+    from ..kernels import temporal_attention
 
-    def frames_as_tokens(x: torch.Tensor) -> torch.Tensor:
-        # S and heads are adjacent in memory, so (S*heads) acts as SDPA's head axis without a copy.
-        return x.reshape(n // frames, frames, s * h, d).transpose(1, 2)  # (B, S*heads, T, d)
-
-    out = F.scaled_dot_product_attention(frames_as_tokens(q), frames_as_tokens(k), frames_as_tokens(v))
-    return out.transpose(1, 2).reshape(n, s, h, d)  # (B*T, S, heads, d)
+    return temporal_attention(q, k, v, frames)
 
 
 class CrossAttention(nn.Module):

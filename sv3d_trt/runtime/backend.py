@@ -124,6 +124,8 @@ def pad_chunk(x: np.ndarray, size: int) -> np.ndarray:
 # dependencies load (the TensorRT path never imports torch).
 REGISTRY = {
     "torch-eager": "sv3d_trt.runtime.torch_eager:TorchEagerBackend",
+    "torch-fast": "sv3d_trt.runtime.torch_fast:TorchFastBackend",
+    "torch-compile": "sv3d_trt.runtime.torch_compile:TorchCompileBackend",
     "ort": "sv3d_trt.runtime.ort:OrtBackend",
     "tensorrt": "sv3d_trt.runtime.trt:TensorRTBackend",
     "tensorrt-rtx": "sv3d_trt.runtime.trt:TensorRTRTXBackend",

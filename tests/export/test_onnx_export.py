@@ -1,0 +1,257 @@
+"""`sv3d-trt export` on the tiny config: every graph through onnxruntime (CPU) against its PyTorch
+module, a whole 50-step generation driven by the ONNX graphs against the torch-eager sampler,
+export.json, and the calibration set."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from sv3d_trt.export.graphs import GRAPH_NAMES, build_graph, graph_io  # noqa: E402
+from sv3d_trt.export.onnx_export import export_checkpoint  # noqa: E402
+from sv3d_trt.models.checkpoint import load_checkpoint  # noqa: E402
+from tests.conftest import rel_err  # noqa: E402
+
+DECODE_CHUNK = 7
+
+
+def _session(path) -> "ort.InferenceSession":
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _run(path, names, inputs) -> list[np.ndarray]:
+    return _session(path).run(None, {n: t.numpy() for n, t in zip(names, inputs)})
+
+
+@pytest.fixture(scope="module")
+def models(tiny_checkpoint):
+    torch.set_num_threads(2)
+    return load_checkpoint(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def contracts(models):
+    return graph_io(models.config, DECODE_CHUNK)
+
+
+@pytest.fixture(scope="module")
+def export_fp32(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export_fp32")
+    export_checkpoint(tiny_checkpoint, out, precision="fp32", decode_chunk=DECODE_CHUNK)
+    return out
+
+
+@pytest.fixture(scope="module")
+def export_fp16(tiny_checkpoint, tmp_path_factory):
+    """The fp16 export through the command line, as users run it (no calibration set here)."""
+    from click.testing import CliRunner
+
+    from sv3d_trt.cli import main
+
+    out = tmp_path_factory.mktemp("export_fp16")
+    result = CliRunner().invoke(main, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+                                       "--precision", "fp16", "--calib-seeds", "0",
+                                       "--decode-chunk", str(DECODE_CHUNK)])
+    assert result.exit_code == 0, result.output
+    assert "export.json" in result.output
+    return out
+
+
+def _reference(models, contracts, name, seed):
+    inputs = contracts[name].sample_inputs(seed)
+    with torch.no_grad():
+        out = build_graph(name, models)(*inputs)
+    out = out if isinstance(out, tuple) else (out,)
+    return inputs, [o.numpy() for o in out]
+
+
+@pytest.mark.parametrize("name", GRAPH_NAMES)
+def test_graph_fp32_matches_torch(export_fp32, models, contracts, name):
+    inputs, ref = _reference(models, contracts, name, seed=11)
+    out = _run(export_fp32 / f"{name}.onnx", contracts[name].input_names, inputs)
+    assert len(out) == len(ref)
+    for o, r in zip(out, ref):
+        assert o.shape == r.shape and o.dtype == np.float32
+        assert np.abs(r).mean() > 1e-2  # non-trivial
+        assert rel_err(o, r) <= 1e-4
+
+
+@pytest.mark.parametrize("name", GRAPH_NAMES)
+def test_graph_fp16_matches_fp32_torch(export_fp16, models, contracts, name):
+    inputs, ref = _reference(models, contracts, name, seed=12)
+    out = _run(export_fp16 / f"{name}.onnx", contracts[name].input_names, inputs)
+    for o, r in zip(out, ref):
+        assert o.dtype == np.float32  # IO stays fp32 whatever the precision
+        assert rel_err(o, r) <= 1e-2
+
+
+def _float_initializer_dtypes(path) -> set[str]:
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    model = onnx.load(str(path))
+    return {str(tensor_dtype_to_np_dtype(t.data_type)) for t in model.graph.initializer
+            if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+            and np.prod(t.dims) > 1}
+
+
+def test_fp16_graphs_are_strongly_typed(export_fp16):
+    """Weights are fp16; the fp32 islands hold no weight tensors (scalars/constants only)."""
+    for name in GRAPH_NAMES:
+        assert _float_initializer_dtypes(export_fp16 / f"{name}.onnx") <= {"float16", "float32"}
+        assert "float16" in _float_initializer_dtypes(export_fp16 / f"{name}.onnx")
+    step = onnx.load(str(export_fp16 / "denoise_step.onnx"))
+    # GroupNorm statistics in fp32: every InstanceNormalization is fed by a Cast to float.
+    producers = {o: n for n in step.graph.node for o in n.output}
+    norms = [n for n in step.graph.node if n.op_type == "InstanceNormalization"]
+    assert norms
+    for n in norms:
+        src = producers[n.input[0]]
+        while src.op_type == "Reshape":
+            src = producers[src.input[0]]
+        assert src.op_type == "Cast" and onnx.helper.get_attribute_value(src.attribute[0]) == onnx.TensorProto.FLOAT
+
+
+def test_bf16_context_graph(tiny_checkpoint, models, contracts, tmp_path):
+    """bf16 graphs: onnxruntime's CPU provider has no bf16 Gemm, so the onnx reference evaluator runs it."""
+    from onnx.reference import ReferenceEvaluator
+
+    info = export_checkpoint(tiny_checkpoint, tmp_path, precision="bf16", graphs=["context"])
+    assert info["precision"] == "bf16" and list(info["graphs"]) == ["context"]
+    assert "bfloat16" in _float_initializer_dtypes(tmp_path / "context.onnx")
+    inputs, ref = _reference(models, contracts, "context", seed=13)
+    out = ReferenceEvaluator(str(tmp_path / "context.onnx")).run(None, {"clip_embedding": inputs[0].numpy()})
+    for o, r in zip(out, ref):
+        assert rel_err(o, r) <= 2e-2
+
+
+def test_export_json(export_fp32, tiny_checkpoint, contracts):
+    from sv3d_trt.export.manifest import sha256_file
+
+    info = json.loads((export_fp32 / "export.json").read_text())
+    assert (info["config"], info["variant"], info["precision"]) == ("tiny", "sv3d_p", "fp32")
+    assert info["checkpoint_sha256"] == sha256_file(tiny_checkpoint)
+    assert info["decode_chunk"] == DECODE_CHUNK and info["plugins"] is False and info["opset"] == 20
+    assert list(info["graphs"]) == list(GRAPH_NAMES)
+    for name, entry in info["graphs"].items():
+        assert entry["inputs"] == contracts[name].to_json()["inputs"]
+        assert entry["outputs"] == contracts[name].to_json()["outputs"]
+        assert entry["external_data"] == []  # tiny graphs are far below 2 GB
+    assert len(info["attn2_modules"]) == 32
+    assert info["cross_attention_fold"]["flops_removed_per_step"] > 0
+    # No leftovers of the atomic writes.
+    assert not [p for p in export_fp32.iterdir() if p.name.startswith(".")]
+
+
+def test_context_outputs_feed_step_inputs_by_name(export_fp32):
+    context = _session(export_fp32 / "context.onnx")
+    step = _session(export_fp32 / "denoise_step.onnx")
+    outputs = [o.name for o in context.get_outputs()]
+    assert outputs == [i.name for i in step.get_inputs()][6:]
+
+
+def test_50_step_generation_matches_torch_eager(export_fp32, models):
+    """The whole sampler loop driven by context.onnx + denoise_step.onnx vs TorchEagerBackend.denoise."""
+    from sv3d_trt.cameras import camera_vector, static_orbit
+    from sv3d_trt.runtime.backend import Conditioning
+    from sv3d_trt.runtime.torch_eager import TorchEagerBackend
+    from sv3d_trt.sampler import edm_sigmas, initial_noise_scale, triangle_cfg_scales
+
+    cfg = models.config
+    T, h = cfg.num_frames, cfg.latent_size
+    rng = np.random.default_rng(5)
+    cond = Conditioning(
+        clip_embedding=rng.standard_normal((1, cfg.unet.context_dim)).astype(np.float32),
+        concat_latent=rng.standard_normal((1, 4, h, h)).astype(np.float32),
+        input_rgb=np.zeros((cfg.image_size, cfg.image_size, 3), np.uint8),
+    )
+    vector = camera_vector(cfg.variant, static_orbit(T), num_frames=T)
+    scales = triangle_cfg_scales(T).astype(np.float32)
+    sigmas = edm_sigmas(50)
+    noise = rng.standard_normal((T, 4, h, h)).astype(np.float32)
+
+    backend = TorchEagerBackend(models)
+    reference = backend.denoise(backend.prepare(cond, vector, scales), noise, sigmas)
+
+    attn2 = dict(zip([o.name for o in _session(export_fp32 / "context.onnx").get_outputs()],
+                     _session(export_fp32 / "context.onnx").run(None, {"clip_embedding": cond.clip_embedding})))
+    step = _session(export_fp32 / "denoise_step.onnx")
+    x = noise * np.float32(initial_noise_scale(float(sigmas[0])))
+    for i in range(len(sigmas) - 1):
+        (x,) = step.run(None, {"x": x, "sigma": np.array([sigmas[i]], np.float32),
+                               "sigma_next": np.array([sigmas[i + 1]], np.float32),
+                               "concat_latent": cond.concat_latent, "vector": vector, "cfg_scales": scales, **attn2})
+    assert np.abs(reference).mean() > 0.1
+    assert rel_err(x, reference) <= 1e-3
+
+
+def test_last_step_returns_the_denoised_value(export_fp32, models, contracts):
+    """At sigma_next = 0 the graph returns D exactly (the Euler formula would differ by rounding)."""
+    from sv3d_trt.runtime.backend import Conditioning
+    from sv3d_trt.runtime.torch_eager import TorchEagerBackend
+
+    inputs = list(contracts["denoise_step"].sample_inputs(14))
+    inputs[1], inputs[2] = torch.tensor([0.002]), torch.tensor([0.0])
+    names = contracts["denoise_step"].input_names
+    backend = TorchEagerBackend(models)
+    clip = torch.randn(1, models.config.unet.context_dim)
+    inputs[6:] = build_graph("context", models)(clip)
+    state = backend.prepare(Conditioning(clip.numpy(), inputs[3].numpy(), None), inputs[4].numpy(), inputs[5].numpy())
+    with torch.no_grad():
+        denoised = backend.denoised(state, inputs[0], 0.002).numpy()
+    (out,) = _run(export_fp32 / "denoise_step.onnx", names, [t.detach() for t in inputs])
+    assert rel_err(out, denoised) <= 1e-5
+
+
+def test_recorded_steps_budget():
+    from sv3d_trt.export.calibration import recorded_steps
+
+    assert recorded_steps(50, 4, sample_bytes=1000, max_bytes=10**9) == list(range(50))
+    full = recorded_steps(50, 4, sample_bytes=2_000_000, max_bytes=256 * 2**20)
+    assert full[0] == 0 and full[-1] == 49 and 2 <= len(full) < 50
+    assert 4 * len(full) * 2_000_000 <= 256 * 2**20
+
+
+def test_calibration_set(tiny_checkpoint, export_fp32, tmp_path):
+    """Recorded feeds load with the quantizer's own checker, and are a real trajectory:
+    feeding sample i to denoise_step.onnx gives sample i+1's x."""
+    import shutil
+
+    from sv3d_trt.export.calibration import record_calibration
+    from sv3d_trt.export.quantize import CALIBRATION_PATH, load_calibration
+    from sv3d_trt.preprocess import example_image_path
+
+    info = record_calibration(tiny_checkpoint, tmp_path, images=[example_image_path("toy")], seeds=[0, 1], steps=4)
+    assert info["samples"] == 8 and info["recorded_steps"] == [0, 1, 2, 3]
+    assert [g["orbit"] for g in info["generations"]] == ["static", "dynamic"]
+    shutil.copy(export_fp32 / "denoise_step.onnx", tmp_path / "denoise_step.onnx")
+    calib = load_calibration(tmp_path / CALIBRATION_PATH, tmp_path / "denoise_step.onnx")
+    assert list(calib.generation) == [0] * 4 + [1] * 4 and list(calib.step) == [0, 1, 2, 3] * 2
+    assert not np.allclose(calib.feeds["vector"][0], calib.feeds["vector"][4])  # static vs dynamic orbit
+    step = _session(tmp_path / "denoise_step.onnx")
+    for i in (0, 1, 2):
+        (x_next,) = step.run(None, calib.sample(i))
+        assert rel_err(x_next, calib.feeds["x"][i + 1]) <= 1e-4
+    assert calib.feeds["sigma_next"][3][0] == 0.0
+
+
+@pytest.mark.slow
+def test_full_size_export(tmp_path):
+    """Item 6 of issue 3: full-size random checkpoint -> fp16 export (-> TensorRT-RTX build if installed).
+    Minutes and ~10 GB of RAM; run by hand with SV3D_SLOW=1."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "full_size_export.sh"
+    env = dict(os.environ, WORK=str(tmp_path))
+    subprocess.run(["bash", str(script)], check=True, env=env)
+    info = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert info["config"] == "full" and info["precision"] == "fp16"
+    assert info["graphs"]["denoise_step"]["external_data"] == ["denoise_step.onnx.data"]

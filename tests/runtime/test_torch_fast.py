@@ -1,0 +1,219 @@
+"""`torch-fast` against the `torch-eager` reference on the tiny config (CPU, fp32).
+
+Each transform alone, and all together, must give the reference's CFG step (rel <= 1e-5: they
+are exact rewrites, only float summation order differs). The step is compared at sigma = 1,
+sigma_next = 0, where it returns the guided denoised prediction D = 0.5 x - 0.71 F(x), so a
+UNet error shows at full weight (at the schedule's ends F is scaled away). A seeded tiny
+`generate --backend torch-fast` must match `--backend torch-eager` at >= 40 dB PSNR.
+"""
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from tests.conftest import rel_err
+
+from sv3d_trt.errors import NumericsError
+from sv3d_trt.fast import FastOptions, RuntimeUNet
+from sv3d_trt.fast.decode import bytes_per_frame, decode_latents, fitting_chunk
+from sv3d_trt.fast.hoist import frame_embedding
+from sv3d_trt.models.attention import SpatialVideoTransformer
+from sv3d_trt.runtime import Pipeline
+from sv3d_trt.runtime.backend import Conditioning, backend_class
+from sv3d_trt.runtime.torch_eager import TorchEagerBackend
+from sv3d_trt.runtime.torch_fast import TorchFastBackend
+
+TRANSFORMS = [f.name for f in fields(FastOptions) if f.type == "bool" and f.name != "cuda_graph"]
+EXACT = 1e-5
+
+
+def option_sets() -> dict[str, FastOptions]:
+    """Every transform alone, none, and all together."""
+    none = FastOptions.reference()
+    sets = {"none": none, **{name: replace(none, **{name: True}) for name in TRANSFORMS}}
+    sets["all"] = FastOptions()
+    return sets
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_checkpoint):
+    """Random conditioning, camera vector, guidance scales and latent for one step."""
+    from sv3d_trt.models.checkpoint import inspect_checkpoint
+
+    cfg = inspect_checkpoint(tiny_checkpoint)
+    T, h = cfg.num_frames, cfg.latent_size
+    rng = np.random.default_rng(7)
+    cond = Conditioning(
+        clip_embedding=rng.standard_normal((1, cfg.unet.context_dim)).astype(np.float32),
+        concat_latent=rng.standard_normal((1, 4, h, h)).astype(np.float32),
+        input_rgb=np.zeros((cfg.image_size, cfg.image_size, 3), np.uint8),
+    )
+    vector = rng.standard_normal((T, cfg.unet.adm_in_channels)).astype(np.float32)
+    scales = np.linspace(1.0, 2.5, T).astype(np.float32)
+    x = rng.standard_normal((T, 4, h, h)).astype(np.float32)
+    return cond, vector, scales, x
+
+
+def run_step(backend, inputs, sigma=1.0, sigma_next=0.0) -> np.ndarray:
+    cond, vector, scales, x = inputs
+    state = backend.prepare(cond, vector, scales)
+    return backend.to_numpy(backend.step(state, backend.to_native(x), sigma, sigma_next))
+
+
+@pytest.fixture(scope="module")
+def reference_step(tiny_checkpoint, inputs):
+    torch.set_num_threads(2)
+    return run_step(TorchEagerBackend.from_checkpoint(tiny_checkpoint), inputs)
+
+
+@pytest.mark.parametrize("name", list(option_sets()))
+def test_transform_equals_reference_step(tiny_checkpoint, inputs, reference_step, name):
+    backend = TorchFastBackend.from_checkpoint(tiny_checkpoint, options=option_sets()[name])
+    out = run_step(backend, inputs)
+    assert np.isfinite(out).all() and out.std() > 0.1  # a real prediction, not zeros
+    assert rel_err(out, reference_step) <= EXACT, f"{name}: rel err {rel_err(out, reference_step):.2e}"
+
+
+def test_euler_branch_equals_reference(tiny_checkpoint, inputs):
+    """sigma_next != 0: the device-side Euler update, all transforms on."""
+    ref = run_step(TorchEagerBackend.from_checkpoint(tiny_checkpoint), inputs, 2.5, 1.7)
+    out = run_step(TorchFastBackend.from_checkpoint(tiny_checkpoint), inputs, 2.5, 1.7)
+    x = inputs[3]
+    assert rel_err(out - x, ref - x) <= EXACT  # compare the update itself, not the x it is added to
+
+
+def test_plain_unet_is_untouched(tiny_checkpoint):
+    """The transforms edit a weight-sharing copy: the plain UNet keeps its modules, tensors, values."""
+    from sv3d_trt.models.checkpoint import load_checkpoint
+
+    unet = load_checkpoint(tiny_checkpoint, components=("unet",)).unet
+    before = {k: (v.data_ptr(), v.clone(), v.stride()) for k, v in unet.state_dict().items()}
+    types = [type(m) for m in unet.modules()]
+    runtime = RuntimeUNet(unet, FastOptions())
+    assert [type(m) for m in unet.modules()] == types
+    for k, v in unet.state_dict().items():
+        ptr, value, stride = before[k]
+        assert v.data_ptr() == ptr and v.stride() == stride and torch.equal(v, value), k
+    # ... and the runtime copy really was transformed
+    assert type(runtime.net.unet.input_blocks[1][0]).__name__ == "FusedVideoResBlock"
+    assert runtime.net.unet.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_frame_embedding_is_the_reference_one(tiny_checkpoint):
+    from sv3d_trt.models.attention import FRAME_EMBED_PERIOD
+    from sv3d_trt.models.checkpoint import load_checkpoint
+    from sv3d_trt.models.unet_blocks import timestep_embedding
+
+    unet = load_checkpoint(tiny_checkpoint, components=("unet",)).unet
+    svt = next(m for m in unet.modules() if isinstance(m, SpatialVideoTransformer))
+    T, c = unet.config.num_frames, svt.proj_in.in_features
+    expected = svt.time_pos_embed(timestep_embedding(torch.arange(T), c, FRAME_EMBED_PERIOD))
+    table = frame_embedding(svt, T)
+    assert table.shape == (T, c) and table.std() > 0.01
+    torch.testing.assert_close(table, expected, rtol=0, atol=0)
+
+
+def test_options():
+    assert not any(getattr(FastOptions.reference(), name) for name in TRANSFORMS + ["cuda_graph"])
+    assert FastOptions().for_device("cpu").cuda_graph is False
+    assert FastOptions().for_device("cuda").cuda_graph is True
+    assert FastOptions(compile="reduce-overhead").for_device("cuda").cuda_graph is False
+    with pytest.raises(ValueError, match="compile mode"):
+        FastOptions(compile="fastest")
+
+
+def test_pipeline_passes_options(tiny_checkpoint):
+    pipe = Pipeline.from_checkpoint(tiny_checkpoint, backend="torch-fast", fold=False, channels_last=False)
+    assert isinstance(pipe.backend, TorchFastBackend)
+    assert pipe.backend.options.fold is False and pipe.backend.options.channels_last is False
+    assert pipe.backend.options.hoist is True
+    assert backend_class("torch-compile").name == "torch-compile"
+    with pytest.raises(TypeError):
+        Pipeline.from_checkpoint(tiny_checkpoint, backend="torch-fast", no_such_option=True)
+
+
+def test_nonfinite_latent_names_the_step(tiny_checkpoint, inputs):
+    cond, vector, scales, x = inputs
+    backend = TorchFastBackend.from_checkpoint(tiny_checkpoint)
+    state = backend.prepare(cond, vector, scales)
+    state.concat[0, 0, 0, 0] = float("nan")  # poisons the uncond half, hence the guided latent
+    with pytest.raises(NumericsError, match="step 1/2"):
+        backend.denoise(state, x, np.array([2.0, 1.0, 0.0]))
+
+
+def test_decode_chunking_and_check(tiny_checkpoint):
+    from sv3d_trt.models.checkpoint import load_checkpoint
+
+    models = load_checkpoint(tiny_checkpoint, components=("vae_decoder",))
+    cfg = models.config
+    z = torch.randn(3, 4, cfg.latent_size, cfg.latent_size, generator=torch.Generator().manual_seed(0))
+    whole = decode_latents(models.vae_decoder, z, 3)
+    assert whole.shape == (3, 3, cfg.image_size, cfg.image_size) and whole.std() > 0.01
+    torch.testing.assert_close(decode_latents(models.vae_decoder, z, 2), whole, rtol=1e-5, atol=1e-5)
+    with pytest.raises(NumericsError, match="NaN/inf"):
+        decode_latents(models.vae_decoder, torch.full_like(z, float("nan")), 2)
+    assert fitting_chunk(cfg, torch.float32, torch.device("cpu"), 14) == 14
+    # full config, fp16: 10 x (128 ch x 576^2 x 2 B) per frame
+    from sv3d_trt.models.config import get_config
+
+    assert bytes_per_frame(get_config("full"), torch.float16) == 10 * 128 * 576 * 576 * 2
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def generate_frames(checkpoint, image, out, backend: str, steps: int) -> np.ndarray:
+    from PIL import Image
+
+    from sv3d_trt.cli import main
+
+    result = CliRunner().invoke(main, ["generate", str(image), "--checkpoint", str(checkpoint), "--out", str(out),
+                                       "--backend", backend, "--steps", str(steps), "--seed", "11"])
+    assert result.exit_code == 0, result.output
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(out.glob("frame_*.png"))])
+
+
+@pytest.mark.parametrize("steps", [3, pytest.param(50, marks=pytest.mark.slow)])
+def test_generate_cli_matches_eager(tiny_checkpoint, example_image, tmp_path, steps):
+    eager = generate_frames(tiny_checkpoint, example_image, tmp_path / "eager", "torch-eager", steps)
+    fast = generate_frames(tiny_checkpoint, example_image, tmp_path / "fast", "torch-fast", steps)
+    assert eager.shape == fast.shape and eager.shape[0] == 21
+    assert eager[:-1].std() > 5  # generated frames (the last is the input view), not a flat image
+    assert psnr(fast[:-1], eager[:-1]) >= 40
+
+
+# ---- CUDA -------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [("fp32", 1e-3), ("fp16", 2e-2), ("bf16", 5e-2)])
+def test_cuda_graph_step_matches_eager(tiny_checkpoint, inputs, dtype, tol):
+    """The captured step (Triton kernels, graph replay) against the eager reference on CUDA.
+    fp32 tolerance allows TF32 convolutions (cuDNN default) in both; 16-bit ones their rounding."""
+    ref = run_step(TorchEagerBackend.from_checkpoint(tiny_checkpoint, device="cuda", dtype=dtype), inputs)
+    fast = TorchFastBackend.from_checkpoint(tiny_checkpoint, device="cuda", dtype=dtype)
+    assert fast.options.cuda_graph
+    first, again = run_step(fast, inputs), run_step(fast, inputs)  # capture, then a replay
+    np.testing.assert_array_equal(first, again)
+    assert rel_err(first, ref) <= tol
+
+
+@pytest.mark.gpu
+def test_cuda_denoise_matches_steps(tiny_checkpoint, inputs):
+    """The device-schedule loop equals calling `step` per sigma pair (same graph)."""
+    cond, vector, scales, x = inputs
+    fast = TorchFastBackend.from_checkpoint(tiny_checkpoint, device="cuda")
+    state = fast.prepare(cond, vector, scales)
+    sigmas = np.array([3.0, 1.5, 0.7, 0.0])
+    loop = fast.denoise(state, x, sigmas)
+    from sv3d_trt.sampler import initial_noise_scale
+
+    y = fast.to_native(x * np.float32(initial_noise_scale(3.0)))
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        y = fast.step(state, y, float(s), float(s_next))
+    np.testing.assert_allclose(loop, fast.to_numpy(y), rtol=1e-6, atol=1e-6)
