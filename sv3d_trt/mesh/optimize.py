@@ -83,9 +83,10 @@ class MeshOptimizer:
         self.albedo.clamp_(0.0, 1.0)
 
     @torch.no_grad()
-    def remesh(self) -> None:
+    def remesh(self, passes: int = 2) -> None:
         attributes = {"albedo": self.albedo.detach(), **self.moments}
-        vertices, faces, attributes, target = remesh(self.vertices.detach(), self.faces, attributes, self.target)
+        vertices, faces, attributes, target = remesh(self.vertices.detach(), self.faces, attributes, self.target,
+                                                     passes)
         self.vertices = vertices.requires_grad_()
         self.albedo = attributes.pop("albedo").requires_grad_()
         self.moments = attributes
@@ -119,7 +120,7 @@ def fit(vertices: torch.Tensor, faces: torch.Tensor, frames: Frames, views: View
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.empty(0, dtype=torch.long)
     losses = []
-    opt.remesh()
+    opt.remesh(passes=6)  # marching-cubes meshes are much finer than the target: coarsen them first
     for it in range(config.iters):
         if len(order) < config.views_per_step:
             order = torch.cat([order, torch.randperm(len(views), generator=generator)])

@@ -98,7 +98,7 @@ def collapse_edges(vertices: torch.Tensor, faces: torch.Tensor, attributes: dict
     edges, _ = calc_edges(faces)
     length = (vertices[edges[:, 0]] - vertices[edges[:, 1]]).norm(dim=-1)
     short = length < COLLAPSE_RATIO * _edge_targets(target, edges)
-    if not bool(short.any()) or len(faces) <= 8:  # sync; a closed mesh needs at least 4 faces
+    if not bool(short.any()) or len(faces) <= 4:  # sync; a tetrahedron cannot lose an edge
         return vertices, faces, attributes, target
     # 1. Priority = rank by length; keep edges that are the minimum over both one-rings.
     priority = torch.full((len(edges),), _INF, dtype=torch.long, device=faces.device)

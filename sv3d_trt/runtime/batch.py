@@ -104,11 +104,11 @@ def _publish(staging: Path, dest: Path) -> None:
         shutil.rmtree(old)
 
 
-def _write_mesh(result: Result, out_dir: Path) -> None:
-    from ..mesh import reconstruct_mesh
+def _write_mesh(result: Result, out_dir: Path, device: str) -> None:
+    """mesh.glb (+ mesh_contact.png) from the frames and cameras just generated."""
+    from ..mesh.pipeline import reconstruct_mesh  # needs torch; only --mesh pays for it
 
-    mesh = reconstruct_mesh(result.frames, result.cameras)
-    mesh.save(out_dir / "mesh.glb")
+    reconstruct_mesh(result.frames, result.cameras, out_dir / "mesh.glb", device=device)
 
 
 class BatchRunner:
@@ -150,7 +150,8 @@ class BatchRunner:
             timings["save"] = time.perf_counter() - t0
             if self.settings.mesh:
                 t0 = time.perf_counter()
-                _write_mesh(result, staging)
+                device = str(getattr(pipeline.backend, "device", "cpu"))  # the GPU of the run, if any
+                _write_mesh(result, staging, device if device.startswith("cuda") else "cpu")
                 timings["mesh"] = time.perf_counter() - t0
             outcome.timings = {k: round(v, 4) for k, v in timings.items()}
             write_json_atomic(staging / RUN_INFO, {

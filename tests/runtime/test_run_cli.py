@@ -174,3 +174,20 @@ def test_missing_package_names_the_install(monkeypatch):
         require_installed("tensorrt-rtx")
     with pytest.raises(BackendUnavailableError, match="onnxruntime-gpu"):
         require_installed("ort")
+
+
+def test_mesh_is_written_into_the_image_directory(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    import sv3d_trt.mesh.pipeline as mesh_pipeline
+
+    calls = []
+
+    def fake_reconstruct(frames, cameras, out_path, device="cpu", **_):
+        calls.append((frames.shape, len(cameras["frames"]), device))
+        Path(out_path).write_bytes(b"glTF")
+
+    monkeypatch.setattr(mesh_pipeline, "reconstruct_mesh", fake_reconstruct)
+    (outcome,) = BatchRunner(_Pipeline(), RunSettings(mesh=True)).run(["a.png"], tmp_path)
+    assert outcome.ok, outcome.error
+    assert calls == [((21, 16, 16, 3), 21, "cpu")]
+    assert (tmp_path / "a" / "mesh.glb").read_bytes() == b"glTF" and "mesh" in outcome.timings

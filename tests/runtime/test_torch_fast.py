@@ -139,9 +139,10 @@ def test_nonfinite_latent_names_the_step(tiny_checkpoint, inputs):
     cond, vector, scales, x = inputs
     backend = TorchFastBackend.from_checkpoint(tiny_checkpoint)
     state = backend.prepare(cond, vector, scales)
-    state.concat[0, 0, 0, 0] = float("nan")  # poisons the uncond half, hence the guided latent
-    with pytest.raises(NumericsError, match="step 1/2"):
-        backend.denoise(state, x, np.array([2.0, 1.0, 0.0]))
+    with torch.inference_mode():
+        state.concat[0, 0, 0, 0] = float("nan")  # poisons the uncond half, hence the guided latent
+    with pytest.raises(NumericsError, match="step 1/1"):
+        backend.denoise(state, x, np.array([2.0, 0.0]))
 
 
 def test_decode_chunking_and_check(tiny_checkpoint):
@@ -149,12 +150,12 @@ def test_decode_chunking_and_check(tiny_checkpoint):
 
     models = load_checkpoint(tiny_checkpoint, components=("vae_decoder",))
     cfg = models.config
-    z = torch.randn(3, 4, cfg.latent_size, cfg.latent_size, generator=torch.Generator().manual_seed(0))
-    whole = decode_latents(models.vae_decoder, z, 3)
-    assert whole.shape == (3, 3, cfg.image_size, cfg.image_size) and whole.std() > 0.01
-    torch.testing.assert_close(decode_latents(models.vae_decoder, z, 2), whole, rtol=1e-5, atol=1e-5)
+    z = torch.randn(2, 4, cfg.latent_size, cfg.latent_size, generator=torch.Generator().manual_seed(0))
+    whole = decode_latents(models.vae_decoder, z, 2)
+    assert whole.shape == (2, 3, cfg.image_size, cfg.image_size) and whole.std() > 0.01
+    torch.testing.assert_close(decode_latents(models.vae_decoder, z, 1), whole, rtol=1e-5, atol=1e-5)
     with pytest.raises(NumericsError, match="NaN/inf"):
-        decode_latents(models.vae_decoder, torch.full_like(z, float("nan")), 2)
+        decode_latents(models.vae_decoder, torch.full_like(z[:1], float("nan")), 1)
     assert fitting_chunk(cfg, torch.float32, torch.device("cpu"), 14) == 14
     # full config, fp16: 10 x (128 ch x 576^2 x 2 B) per frame
     from sv3d_trt.models.config import get_config
@@ -185,6 +186,15 @@ def test_generate_cli_matches_eager(tiny_checkpoint, example_image, tmp_path, st
     assert eager.shape == fast.shape and eager.shape[0] == 21
     assert eager[:-1].std() > 5  # generated frames (the last is the input view), not a flat image
     assert psnr(fast[:-1], eager[:-1]) >= 40
+
+
+@pytest.mark.slow
+def test_torch_compile_backend_equals_reference_and_caches(tiny_checkpoint, inputs, reference_step, tmp_path):
+    """Slow: inductor compiles the tiny UNet in minutes on a 2-core CPU."""
+    backend = backend_class("torch-compile").from_checkpoint(tiny_checkpoint, cache_dir=tmp_path)
+    out = run_step(backend, inputs)
+    assert rel_err(out, reference_step) <= 1e-4  # inductor reorders float math; not bit-exact
+    assert len(list(tmp_path.glob("*.bin"))) == 1  # the compile cache was written
 
 
 # ---- CUDA -------------------------------------------------------------------------------

@@ -1,0 +1,144 @@
+"""21 orbit frames + cameras -> textured mesh file: the mesh stage end to end.
+
+Stages (each its own module, timed in MeshResult.seconds):
+1. masks     `masks`: load frames, foreground masks, per-frame colour normalisation
+2. carve     `carve` + `unseen`: visual hull, marching cubes, membrane over what no camera saw
+3. optimise  `optimize`: differentiable rendering with remeshing, albedo x SH lighting
+4. uv        `uv`: decimate, xatlas in a subprocess
+5. bake      `bake`: multi-view projection of the native-resolution frames into an albedo texture
+6. export    `export` + `preview`: GLB or OBJ+MTL+PNG, and a contact sheet PNG beside it
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..fileio import write_bytes_atomic
+from .bake import bake_texture
+from .cameras import CameraRig, load_cameras
+from .carve import carve, hull_mesh
+from .export import textured_trimesh, write_mesh
+from .masks import prepare_frames
+from .optimize import FitConfig, fit
+from .preview import contact_sheet
+from .render import render
+from .unseen import fill_unseen, seen_vertices
+from .uv import MAX_UV_FACES, decimate, unwrap
+
+STAGES = ("masks", "carve", "optimise", "uv", "bake", "export")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    resolution: int = 256  # working resolution of carving and optimisation (frames are resized)
+    grid: int = 96  # voxels per side for the visual hull
+    texture_size: int = 1024
+    max_uv_faces: int = MAX_UV_FACES
+    fit: FitConfig = field(default_factory=FitConfig)
+
+
+@dataclass(frozen=True, eq=False)
+class MeshResult:
+    vertices: np.ndarray  # (V, 3) float32, world frame of the cameras
+    faces: np.ndarray  # (F, 3) int64
+    uvs: np.ndarray  # (V, 2) float32, v up
+    texture: np.ndarray  # (T, T, 3) uint8, row 0 at the top
+    files: list[Path]  # mesh file(s) then the contact sheet
+    renders: torch.Tensor  # (N, R, R, 3) re-rendered textured mesh at the working resolution
+    inputs: torch.Tensor  # (N, R, R, 3) the normalised input frames at the working resolution
+    seconds: dict[str, float]
+    losses: list[float]
+
+
+def _bound(rig: CameraRig) -> float:
+    """Half-side of the carving cube: what the narrowest view sees at the origin, +5 %."""
+    distance = np.linalg.norm(rig.centres, axis=1).min()
+    half_fov = min(rig.width / 2.0 / rig.intrinsics[0], rig.height / 2.0 / rig.intrinsics[1])
+    return float(1.05 * distance * half_fov)
+
+
+def reconstruct_mesh(frames_dir_or_array, cameras, out_path, iters: int | None = None,
+                     resolution: int | None = None, device: str | torch.device = "cpu",
+                     progress: Callable[[str, int, int], None] | None = None,
+                     config: MeshConfig | None = None) -> MeshResult:
+    """Reconstruct a textured mesh and write it to out_path (.glb or .obj) plus `<stem>_contact.png`.
+
+    frames_dir_or_array: folder with frame_000.png ... or an array (T, H, W, 3|4); cameras: a
+    cameras.json path or its dict; progress(stage, done, total) is called as work completes.
+    """
+    config = config or MeshConfig()
+    if resolution is not None:
+        config = replace(config, resolution=resolution)
+    if iters is not None:
+        config = replace(config, fit=replace(config.fit, iters=iters))
+    device = torch.device(device)
+    total = config.fit.iters + len(STAGES)
+    done = 0
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def finish(stage: str) -> None:
+        nonlocal clock, done
+        seconds[stage] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        done += 1
+        if progress is not None:
+            progress(stage, done, total)
+
+    def fit_step(_: int) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress("optimise", done, total)
+
+    # 1. masks
+    rig = load_cameras(cameras)
+    native = prepare_frames(frames_dir_or_array, rig.num_views).to(device)
+    work = native.resized(config.resolution)
+    views = rig.views(config.resolution, device)
+    finish("masks")
+    # 2. carve
+    bound = _bound(rig)
+    step = 2.0 * bound / config.grid
+    occupancy = carve(work.mask, views, -bound, step, config.grid)
+    vertices, faces = hull_mesh(occupancy, -bound, step)
+    vertices = fill_unseen(vertices, faces, seen_vertices(vertices, faces, views))
+    scale = float((vertices.max(0).values - vertices.min(0).values).max())  # sync
+    finish("carve")
+    # 3. optimise
+    result = fit(vertices, faces, work, views, config.fit, scale, progress=fit_step)
+    finish("optimise")
+    # 4. uv
+    vertices, faces = decimate(result.vertices, result.faces, config.max_uv_faces)
+    vmapping, uv_faces, uvs = unwrap(vertices.cpu().numpy(), faces.cpu().numpy(), config.texture_size)
+    positions = vertices[torch.as_tensor(vmapping, device=device)]
+    uv_faces_t = torch.as_tensor(uv_faces, device=device)
+    uvs_t = torch.as_tensor(uvs, device=device)
+    finish("uv")
+    # 5. bake
+    with torch.no_grad():
+        texture = bake_texture(positions, uv_faces_t, uvs_t, native.rgb, rig.views(native.resolution, device),
+                               result.light, config.texture_size)
+    finish("bake")
+    # 6. export
+    texture_u8 = (texture * 255.0).round().byte().cpu().numpy()
+    files = write_mesh(out_path, textured_trimesh(positions.cpu().numpy(), uv_faces, uvs, texture_u8))
+    with torch.no_grad():
+        renders = render(positions, uv_faces_t, views, uvs=uvs_t, texture=texture, shading=result.light).image
+    sheet_path = Path(out_path).with_name(f"{Path(out_path).stem}_contact.png")
+    with torch.no_grad():
+        sheet = contact_sheet(work.rgb, renders)
+    buffer = io.BytesIO()
+    Image.fromarray(sheet).save(buffer, format="PNG")
+    write_bytes_atomic(sheet_path, buffer.getvalue())
+    files.append(sheet_path)
+    finish("export")
+    return MeshResult(positions.cpu().numpy(), uv_faces, uvs, texture_u8, files, renders.cpu(), work.rgb.cpu(),
+                      seconds, result.losses)
