@@ -15,11 +15,12 @@ activations, with the fp32 islands that graphs.py lists (EDM scalings and sinuso
 Euler update, GroupNorm statistics, CLIP preprocessing). Inputs and outputs are fp32 always.
 
 Per graph: build the wrapper (graphs.py) -> torch.onnx.export -> `_optimize` -> onnxslim
-(constant folding, pattern fusions, dead-node removal, shape inference) -> save into a scratch folder -> onnx checker with full
-shape inference on the saved file (the path form works past protobuf's 2 GB limit) -> check
-the IO against the declared contract -> move into place, the weight file first and the
-.onnx last, so an interrupted export never leaves a graph pointing at missing weights.
-Graphs whose weights exceed 2 GB store them in `<graph>.onnx.data` beside the graph.
+(constant folding, pattern fusions, dead-node removal, shape inference) -> save into a
+scratch folder -> onnx checker with full shape inference on the saved file (the path form
+works past protobuf's 2 GB limit) -> check the IO against the declared contract -> move into
+place, the weight file first and the .onnx last, so an interrupted export never leaves a
+graph pointing at missing weights. Graphs with over 1 GB of weights (half the 2 GB protobuf
+limit, leaving room for folded constants) store them in `<graph>.onnx.data` beside the graph.
 
 Components are loaded one at a time (and the UNet once for context + denoise_step) so the
 peak memory is one network plus its ONNX copy.

@@ -1,13 +1,13 @@
-"""Packed self-attention projections, and temporal attention read in the native token layout.
+"""Packed self-attention projections: one qkv GEMM per self-attention site.
 
 Every self-attention (spatial `transformer_blocks.0.attn1`, temporal `time_stack.0.attn1`)
 projects q, k, v from the same tokens with three GEMMs; one GEMM against the stacked
 (3C, C) weight reads the activation once. q, k, v are then strided views of its output, which
-SDPA and the temporal kernel (`kernels.temporal_attention`, any strides) read as they are: the
-temporal attention never regroups (B*T, H*W, C) into (B*H*W, T, C) on CUDA.
+SDPA and the temporal kernel (`kernels.temporal_attention`: any strides, native
+(B*T, H*W, heads, d) layout, no regroup on CUDA) read as they are.
 
 In place on a weight-sharing copy of a VideoUNet. The stacked weight is new memory (3C^2 per
-site, about 6 % of the UNet); to_q/to_k/to_v stay in place as the reference's.
+site, about 5 % of the UNet); to_q/to_k/to_v stay in place as the reference's.
 """
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import temporal_attention
-from ..models.attention import BasicTransformerBlock, CrossAttention, TemporalSelfAttention, VideoTransformerBlock
+from ..models.attention import (
+    BasicTransformerBlock,
+    CrossAttention,
+    TemporalSelfAttention,
+    VideoTransformerBlock,
+)
 
 
 def _pack(attn: CrossAttention) -> None:

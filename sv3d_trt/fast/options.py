@@ -31,11 +31,11 @@ class FastOptions:
             object.__setattr__(self, "compile_cache", Path(self.compile_cache))
 
     @classmethod
-    def reference(cls) -> "FastOptions":
+    def reference(cls) -> FastOptions:
         """Every transform off: the runtime UNet computes exactly what the plain one does."""
         return cls(**{f.name: False for f in fields(cls) if f.type == "bool"})
 
-    def for_device(self, device_type: str) -> "FastOptions":
+    def for_device(self, device_type: str) -> FastOptions:
         """What can run on this device: CUDA graphs need CUDA, and torch.compile's own
         CUDA graphs (reduce-overhead) replace ours."""
         graph = self.cuda_graph and device_type == "cuda" and self.compile != "reduce-overhead"

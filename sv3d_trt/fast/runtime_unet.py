@@ -15,7 +15,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models.fold import attn2_modules, attn2_outputs, copy_sharing_weights, fold_cross_attention
+from ..models.fold import (
+    attn2_modules,
+    attn2_outputs,
+    copy_sharing_weights,
+    fold_cross_attention,
+)
 from .attention import pack_attention
 from .fuse import fuse_kernels
 from .hoist import hoist_invariants, label_embedding

@@ -35,7 +35,7 @@ class CFGEulerStep(nn.Module):
         self.one_time_row = one_time_row
 
     @classmethod
-    def over(cls, unet: RuntimeUNet, compiled: nn.Module | None = None) -> "CFGEulerStep":
+    def over(cls, unet: RuntimeUNet, compiled: nn.Module | None = None) -> CFGEulerStep:
         return cls(compiled if compiled is not None else unet, unet.one_time_row)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor, concat: torch.Tensor,

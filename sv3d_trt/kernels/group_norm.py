@@ -17,6 +17,7 @@ variance over the C/G channels x L positions of each group, statistics in fp32.
 """
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 import triton
@@ -105,7 +106,7 @@ def flat_spatial_stride(x: torch.Tensor) -> int | None:
     dims = [(s, st) for s, st in zip(sizes, strides) if s != 1]
     if not dims:
         return 1
-    for (_, outer), (size, inner) in zip(dims, dims[1:]):
+    for (_, outer), (size, inner) in itertools.pairwise(dims):
         if outer != inner * size:
             return None
     return dims[-1][1]
@@ -165,7 +166,7 @@ def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups:
 
     h = x
     if bias_in is not None:
-        n, c, k = bias_in.shape
+        _n, _c, k = bias_in.shape
         # (N, C, K) -> (N, C, K, 1..) broadcast over each segment of the flattened spatial axes
         h = (x.flatten(2).unflatten(2, (k, -1)) + bias_in[..., None]).reshape(x.shape)
     y = F.group_norm(h.float(), groups, weight.float(), bias.float(), eps)

@@ -1,9 +1,9 @@
 """Input frames for the mesh stage: loading, foreground masks, per-frame colour normalisation.
 
 SV3D renders objects on a white background, so the mask is the alpha channel when the frames have
-one, otherwise a soft key on "distance from white": the authors' code calls a pixel object when any
-channel is <= 0.97 (mesh.md), and the soft ramp around that threshold keeps antialiased edges as
-partial coverage instead of a one-pixel staircase.
+one, otherwise a key on "distance from white": the authors' code calls a pixel object when any
+channel is <= 0.97 (mesh.md), and border pixels get their antialiasing coverage back (`key_white`),
+so silhouettes are sub-pixel accurate instead of a one-pixel staircase.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from PIL import Image
 from ..errors import ImageError
 
 KEY_THRESHOLD = 0.03  # 1 - 0.97: object when min(r, g, b) <= 0.97
-KEY_SOFTNESS = 0.02  # width of the soft edge around the threshold, in "distance from white"
+KEY_FLOOR = 0.005  # below this distance from white a pixel is background (8-bit noise)
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,9 +66,20 @@ def read_frames(folder: str | Path, num_frames: int) -> np.ndarray:
 
 
 def key_white(rgb: torch.Tensor) -> torch.Tensor:
-    """Soft foreground from a white background: (N, H, W, 3) -> (N, H, W)."""
-    distance = 1.0 - rgb.min(dim=-1).values
-    return ((distance - KEY_THRESHOLD) / KEY_SOFTNESS + 0.5).clamp(0.0, 1.0)
+    """Soft foreground (coverage) from a white background: (N, H, W, 3) -> (N, H, W).
+
+    A pixel is object when its distance from white d = 1 - min(r, g, b) exceeds KEY_THRESHOLD.
+    An antialiased edge pixel over white is alpha c + (1 - alpha), so its d is alpha times the d
+    of the object colour beside it: on the object's border, alpha = d / (largest d within 2 px).
+    Inside the object (all 8 neighbours are object too) alpha is 1 whatever the colour.
+    """
+    distance = 1.0 - rgb.min(dim=-1).values  # (N, H, W)
+    solid = (distance > KEY_THRESHOLD).float()
+    interior = -F.max_pool2d(-solid[:, None], 3, stride=1, padding=1)[:, 0] > 0.5  # every neighbour solid
+    nearby = F.max_pool2d(distance[:, None], 5, stride=1, padding=2)[:, 0]
+    coverage = (distance / nearby.clamp_min(KEY_THRESHOLD)).clamp(0.0, 1.0)
+    coverage = torch.where(distance > KEY_FLOOR, coverage, torch.zeros_like(coverage))
+    return torch.where(interior, torch.ones_like(coverage), coverage)
 
 
 def normalise_colours(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

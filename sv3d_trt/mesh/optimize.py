@@ -31,11 +31,11 @@ class FitConfig:
     views_per_step: int = 4
     edge_length: float = 0.03  # target edge length, as a fraction of the object's largest side
     remesh_every: int = 10
-    lr_position: float = 0.001  # fraction of the object's largest side per step (Adam step size)
+    lr_position: float = 0.002  # fraction of the object's largest side per step (Adam step size)
     lr_albedo: float = 0.03
     lr_light: float = 0.02
     weight_color: float = 1.0
-    weight_mask: float = 0.2
+    weight_mask: float = 1.0
     weight_laplacian: float = 0.02
     weight_normal: float = 0.05
     weight_albedo_smooth: float = 0.02

@@ -180,7 +180,8 @@ class TensorRTBackend(Backend):
         self.runtime = trt.Runtime(self.logger)
         self.engines = {g: self._deserialize(g) for g in GRAPHS}
         self._check_engine_io()
-        scratch = max(int(e.device_memory_size_v2) for e in self.engines.values())
+        scratch = max(int(getattr(e, "device_memory_size_v2", None) or e.device_memory_size)
+                      for e in self.engines.values())
         self.scratch = cuda.DeviceBuffer(scratch, "TensorRT scratch")
         self._runtime_cache = None
         self.contexts = {g: self._context(g) for g in GRAPHS}
@@ -246,8 +247,14 @@ class TensorRTBackend(Backend):
         if context is None:
             raise BackendUnavailableError(f"cannot create a TensorRT context for {graph}: "
                                           + ("; ".join(self.logger.errors[-3:]) or "no reason logged"))
-        context.set_device_memory(self.scratch.ptr, self.scratch.nbytes)
+        self._share_scratch(context)
         return context
+
+    def _share_scratch(self, context) -> None:
+        if hasattr(context, "set_device_memory"):  # TensorRT >= 10.1, TensorRT-RTX
+            context.set_device_memory(self.scratch.ptr, self.scratch.nbytes)
+        else:
+            context.device_memory = self.scratch.ptr
 
     def _set_address(self, graph: str, name: str, ptr: int) -> None:
         if not self.contexts[graph].set_tensor_address(name, ptr):
@@ -492,7 +499,7 @@ class TensorRTRTXBackend(TensorRTBackend):
         if context is None:
             raise BackendUnavailableError(f"cannot create a TensorRT-RTX context for {graph}: "
                                           + ("; ".join(self.logger.errors[-3:]) or "no reason logged"))
-        context.set_device_memory(self.scratch.ptr, self.scratch.nbytes)
+        self._share_scratch(context)
         return context
 
     def _save_runtime_cache(self) -> None:

@@ -255,3 +255,18 @@ def test_full_size_export(tmp_path):
     info = json.loads((tmp_path / "onnx" / "export.json").read_text())
     assert info["config"] == "full" and info["precision"] == "fp16"
     assert info["graphs"]["denoise_step"]["external_data"] == ["denoise_step.onnx.data"]
+
+
+def test_calibration_images(tmp_path):
+    from PIL import Image
+
+    from sv3d_trt.errors import ImageError
+    from sv3d_trt.export.calibration import calibration_images
+
+    assert [p.name for p in calibration_images()] == ["mug_rgba.png", "toy_rgb.png"]
+    with pytest.raises(ImageError, match="no image"):
+        calibration_images(tmp_path)
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(tmp_path / "b.png")
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(tmp_path / "a.JPG")
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [p.name for p in calibration_images(tmp_path)] == ["a.JPG", "b.png"]

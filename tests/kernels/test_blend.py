@@ -13,7 +13,7 @@ from sv3d_trt.kernels import fused_ops
 
 
 def case(dtype="float32", layout="contiguous", residual=True, shape=(3, 10, 7, 5)):
-    c_ = dict(dtype=dtype, layout=layout, residual=residual, shape=list(shape))
+    c_ = {"dtype": dtype, "layout": layout, "residual": residual, "shape": list(shape)}
     c_["id"] = "{dtype}-{layout}-res{residual}-".format(**c_) + "x".join(map(str, shape))
     return c_
 

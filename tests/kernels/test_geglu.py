@@ -14,7 +14,7 @@ from sv3d_trt.kernels import geglu as gg
 
 
 def case(dtype="float32", rows=21, tokens=13, d=40, strided=False):
-    c_ = dict(dtype=dtype, rows=rows, tokens=tokens, d=d, strided=strided)
+    c_ = {"dtype": dtype, "rows": rows, "tokens": tokens, "d": d, "strided": strided}
     c_["id"] = "{dtype}-{rows}x{tokens}x{d}-strided{strided}".format(**c_)
     return c_
 

@@ -16,7 +16,7 @@ from sv3d_trt.kernels import group_norm as gn
 
 
 def case(dtype="float32", layout="nchw", n=3, c=20, groups=4, h=7, w=5, frames=1, silu=True, bias=True):
-    c_ = dict(dtype=dtype, layout=layout, n=n, c=c, groups=groups, h=h, w=w, frames=frames, silu=silu, bias=bias)
+    c_ = {"dtype": dtype, "layout": layout, "n": n, "c": c, "groups": groups, "h": h, "w": w, "frames": frames, "silu": silu, "bias": bias}
     c_["id"] = "{dtype}-{layout}-n{n}-c{c}-g{groups}-{h}x{w}-t{frames}-silu{silu}-bias{bias}".format(**c_)
     return c_
 

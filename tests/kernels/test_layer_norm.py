@@ -14,7 +14,7 @@ from sv3d_trt.kernels import layer_norm as ln
 
 
 def case(dtype="float32", rows=21, tokens=13, c=40, sliced=False):
-    c_ = dict(dtype=dtype, rows=rows, tokens=tokens, c=c, sliced=sliced)
+    c_ = {"dtype": dtype, "rows": rows, "tokens": tokens, "c": c, "sliced": sliced}
     c_["id"] = "{dtype}-{rows}x{tokens}x{c}-sliced{sliced}".format(**c_)
     return c_
 

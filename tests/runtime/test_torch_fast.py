@@ -8,13 +8,13 @@ UNet error shows at full weight (at the schedule's ends F is scaled away). A see
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import fields, replace
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from tests.conftest import rel_err
 
 from sv3d_trt.errors import NumericsError
 from sv3d_trt.fast import FastOptions, RuntimeUNet
@@ -25,6 +25,7 @@ from sv3d_trt.runtime import Pipeline
 from sv3d_trt.runtime.backend import Conditioning, backend_class
 from sv3d_trt.runtime.torch_eager import TorchEagerBackend
 from sv3d_trt.runtime.torch_fast import TorchFastBackend
+from tests.conftest import rel_err
 
 TRANSFORMS = [f.name for f in fields(FastOptions) if f.type == "bool" and f.name != "cuda_graph"]
 EXACT = 1e-5
@@ -189,9 +190,11 @@ def test_generate_cli_matches_eager(tiny_checkpoint, example_image, tmp_path, st
 
 
 @pytest.mark.slow
-def test_torch_compile_backend_equals_reference_and_caches(tiny_checkpoint, inputs, reference_step, tmp_path):
+@pytest.mark.parametrize("name", ["torch-compile", "torch-fast"])
+def test_compiled_backends_equal_reference_and_cache(tiny_checkpoint, inputs, reference_step, tmp_path, name):
     """Slow: inductor compiles the tiny UNet in minutes on a 2-core CPU."""
-    backend = backend_class("torch-compile").from_checkpoint(tiny_checkpoint, cache_dir=tmp_path)
+    options = {"cache_dir": tmp_path} if name == "torch-compile" else {"compile": "default", "compile_cache": tmp_path}
+    backend = backend_class(name).from_checkpoint(tiny_checkpoint, **options)
     out = run_step(backend, inputs)
     assert rel_err(out, reference_step) <= 1e-4  # inductor reorders float math; not bit-exact
     assert len(list(tmp_path.glob("*.bin"))) == 1  # the compile cache was written
@@ -224,6 +227,6 @@ def test_cuda_denoise_matches_steps(tiny_checkpoint, inputs):
     from sv3d_trt.sampler import initial_noise_scale
 
     y = fast.to_native(x * np.float32(initial_noise_scale(3.0)))
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+    for s, s_next in itertools.pairwise(sigmas):
         y = fast.step(state, y, float(s), float(s_next))
     np.testing.assert_allclose(loop, fast.to_numpy(y), rtol=1e-6, atol=1e-6)
