@@ -366,7 +366,8 @@ def bench(checkpoint, config_name, variant, backends, onnx_dir, engines_dir, ste
 
     from rich.console import Console
 
-    from .bench import BenchSpec, default_dtype, not_run_lines, render_table, run_bench, write_json, write_plot
+    from .bench import (BenchSpec, default_dtype, mesh_line, not_run_lines, render_table, run_bench, write_json,
+                        write_plot)
     from .models.checkpoint import make_checkpoint
 
     if (checkpoint is None) == (config_name is None):
@@ -380,6 +381,8 @@ def bench(checkpoint, config_name, variant, backends, onnx_dir, engines_dir, ste
                          engines_dir=engines_dir, workdir=tmp, mesh=mesh)
         result = run_bench(spec, on_backend=lambda b: click.echo(f"{b.name}: {b.status}", err=True))
     Console().print(render_table(result))
+    if result.mesh is not None:
+        click.echo(mesh_line(result))
     for line in not_run_lines(result):
         click.secho(line, fg="yellow")
     if json_path:

@@ -10,7 +10,9 @@ ratios between rows are not blurred by another process's clocks, boosts or page 
     denoise       backend.denoise(state, noise, sigmas)       the whole `steps`-step loop
     decode_<n>    backend.decode(latent, n)                   all T frames, n per decoder call
     end_to_end    Pipeline.generate(image)                    preprocess .. uint8 frames
-    mesh          reconstruct_mesh(frames, cameras)           only with mesh=True
+
+With mesh=True, mesh reconstruction (mesh.reconstruct_mesh) is timed once, after the backends,
+on the end-to-end frames of the first backend that ran: it does not depend on the backend.
 
 Stages called once per request are timed `iters` times after `warmup` calls, rotating through
 `rotate` distinct input buffers; the loop and end-to-end stages, which cost `steps` UNet calls
@@ -114,6 +116,7 @@ class BenchResult:
     peaks: Peaks
     flops: dict[str, int]
     backends: list[BackendResult]
+    mesh: dict | None = None
 
 
 @dataclass
@@ -215,13 +218,8 @@ def make_backend(name: str, spec: BenchSpec, directory: Path | None) -> Backend:
     return cls.from_artifacts(directory, device=spec.device)
 
 
-def _mesh_fn(result) -> Callable[[], Any]:
-    from ..mesh import reconstruct_mesh
-
-    return lambda: reconstruct_mesh(result.frames, result.cameras)
-
-
-def _stages(backend: Backend, spec: BenchSpec, inputs: _Inputs, image: Path) -> dict[str, Stats]:
+def _stages(backend: Backend, spec: BenchSpec, inputs: _Inputs, image: Path) -> tuple[dict[str, Stats], Any]:
+    """Time every stage; returns the stats and the last end-to-end Result (frames, cameras)."""
     clock = clock_for(backend)
     n = spec.rotate
     stages: dict[str, Stats] = {}
@@ -260,9 +258,21 @@ def _stages(backend: Backend, spec: BenchSpec, inputs: _Inputs, image: Path) -> 
         results[:] = [pipe.generate(image, seed=spec.seed + i, steps=spec.steps, decode_chunk=spec.e2e_chunk)]
 
     timed("end_to_end", generate, 0, spec.loop_iters)
-    if spec.mesh:
-        timed("mesh", lambda i: _mesh_fn(results[0])(), 0, 1)
-    return stages
+    return stages, results[0]
+
+
+def time_mesh(frames_from: str, generated, spec: BenchSpec) -> dict:
+    """Reconstruct a mesh from generated frames once: total and per-stage seconds."""
+    import tempfile
+
+    from ..mesh import reconstruct_mesh
+
+    with tempfile.TemporaryDirectory(prefix="sv3d-bench-mesh-") as tmp:
+        t0 = time.perf_counter()
+        mesh = reconstruct_mesh(generated.frames, generated.cameras, Path(tmp) / "mesh.glb", device=spec.device)
+        total = time.perf_counter() - t0
+    return {"frames_from": frames_from, "device": spec.device, "faces": int(len(mesh.faces)),
+            "seconds": {**mesh.seconds, "total": total}}
 
 
 def _free_memory() -> None:
@@ -275,11 +285,13 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run_backend(name: str, spec: BenchSpec, artifacts: Artifacts, inputs: _Inputs, image: Path) -> BackendResult:
-    """Benchmark one backend; a backend that cannot run (BackendUnavailableError) or fails with
-    another typed error gives a skipped/failed result instead of raising."""
+def run_backend(name: str, spec: BenchSpec, artifacts: Artifacts, inputs: _Inputs,
+                image: Path) -> tuple[BackendResult, Any]:
+    """Benchmark one backend -> (its result, its last generated orbit or None). A backend that
+    cannot run (BackendUnavailableError) or fails with another typed error gives a
+    skipped/failed result instead of raising."""
     monitor = MemoryMonitor(use_gpu=spec.device.startswith("cuda"))
-    backend = None
+    backend = generated = None
     try:
         if name in ENGINE_BACKENDS and not spec.device.startswith("cuda"):
             raise BackendUnavailableError(f"backend {name!r} runs on a CUDA device only; use --device cuda")
@@ -287,9 +299,11 @@ def run_backend(name: str, spec: BenchSpec, artifacts: Artifacts, inputs: _Input
         monitor.start()
         t0 = time.perf_counter()
         backend = make_backend(name, spec, directory)
-        result = BackendResult(name=name, status="ok", settings=backend.describe(),
-                               timing_method=clock_for(backend).method, load_seconds=time.perf_counter() - t0)
-        result.stages = _stages(backend, spec, inputs, image)
+        clock = clock_for(backend)
+        method = clock.method if clock.synchronizes else f"{clock.method}, step includes fetching x_next"
+        result = BackendResult(name=name, status="ok", settings=backend.describe(), timing_method=method,
+                               load_seconds=time.perf_counter() - t0)
+        result.stages, generated = _stages(backend, spec, inputs, image)
         result.memory = monitor.stop()
         if directory is not None:
             result.artifacts = describe_artifacts(directory)
@@ -305,7 +319,7 @@ def run_backend(name: str, spec: BenchSpec, artifacts: Artifacts, inputs: _Input
             backend.close()  # e.g. TensorRT-RTX persists its runtime cache
     backend = None
     _free_memory()
-    return result
+    return result, generated
 
 
 def run_bench(spec: BenchSpec, on_backend: Callable[[BackendResult], None] | None = None) -> BenchResult:
@@ -321,9 +335,14 @@ def run_bench(spec: BenchSpec, on_backend: Callable[[BackendResult], None] | Non
     image = example_image_path("mug")
     artifacts = Artifacts(spec)
     results = []
+    mesh_input = None  # (backend name, generated orbit) for the mesh stage
     for name in spec.backends:
-        results.append(run_backend(name, spec, artifacts, inputs, image))
+        result, generated = run_backend(name, spec, artifacts, inputs, image)
+        results.append(result)
+        if mesh_input is None and generated is not None:
+            mesh_input = (name, generated)
         if on_backend is not None:
-            on_backend(results[-1])
+            on_backend(result)
+    mesh = time_mesh(*mesh_input, spec) if spec.mesh and mesh_input is not None else None
     return BenchResult(spec=spec, config=config, created=created, machine=machine, peaks=peaks, flops=flops,
-                       backends=results)
+                       backends=results, mesh=mesh)

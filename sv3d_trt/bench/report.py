@@ -15,7 +15,8 @@ JSON layout (`SCHEMA_VERSION` 1):
      "backends": [{"name", "status": ok|skipped|failed, "reason", "settings", "timing_method",
                    "load_seconds", "memory": {..._bytes}, "artifacts": {...} | null,
                    "stages": {stage: {median_ms, p10_ms, p90_ms, mean_ms, iters,
-                                      [flops, achieved_tflops, peak_fraction], [speedup_vs_torch_eager]}}}]}
+                                      [flops, achieved_tflops, peak_fraction], [speedup_vs_torch_eager]}}}],
+     "mesh": {frames_from, device, faces, seconds: {stage: s, total: s}} | null}
 """
 from __future__ import annotations
 
@@ -85,6 +86,7 @@ def to_json(result: BenchResult) -> dict:
             }
             for b in result.backends
         ],
+        "mesh": result.mesh,
     }
 
 
@@ -162,6 +164,16 @@ def render_table(result: BenchResult):
 def not_run_lines(result: BenchResult) -> list[str]:
     """One line per backend that was skipped or failed, with the reason."""
     return [f"{b.name}: {b.status}: {b.reason}" for b in result.backends if b.status != "ok"]
+
+
+def mesh_line(result: BenchResult) -> str | None:
+    """The mesh stage on one line (it ran once, not per backend), or None if not asked."""
+    mesh = result.mesh
+    if mesh is None:
+        return None
+    parts = ", ".join(f"{k} {format_seconds(v)}" for k, v in mesh["seconds"].items() if k != "total")
+    return (f"mesh from {mesh['frames_from']} frames on {mesh['device']}: {format_seconds(mesh['seconds']['total'])} "
+            f"({parts}; {mesh['faces']} faces)")
 
 
 # ---------------------------------------------------------------------------------------

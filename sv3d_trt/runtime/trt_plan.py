@@ -106,12 +106,16 @@ class BufferPlan:
         return sum(b.total_bytes for b in self.buffers.values())
 
 
+# IO dtypes numpy stages natively (manifest names). bf16/fp8/int4 IO would need ml_dtypes, whose
+# presence depends on what else was imported: refuse them always (exported IO is float32 anyway).
+STAGEABLE_DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+
+
 def _dtype(name: str, where: str) -> np.dtype:
-    try:
-        return np.dtype(name)
-    except TypeError:
+    if name not in STAGEABLE_DTYPES:
         raise StaleEngineError(f"{where} has IO dtype {name!r}, which the runtime cannot stage; "
-                               "re-export (graph inputs and outputs are float32) and rebuild") from None
+                               "re-export (graph inputs and outputs are float32) and rebuild")
+    return np.dtype(name)
 
 
 def engine_tensors(manifest_engines: dict[str, dict]) -> dict[str, dict[str, TensorSpec]]:

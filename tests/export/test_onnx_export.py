@@ -213,6 +213,26 @@ def test_last_step_returns_the_denoised_value(export_fp32, models, contracts):
     assert rel_err(out, denoised) <= 1e-5
 
 
+def test_plugin_export(tiny_checkpoint, models, contracts, tmp_path):
+    """--plugins: each temporal self-attention is one sv3d_trt::TemporalAttention node, and the graph
+    (evaluated with the node's reference op) still computes the step."""
+    from onnx.reference import ReferenceEvaluator
+
+    from sv3d_trt.kernels.onnx_op import DOMAIN, OP_TYPE, onnx_reference_op
+
+    info = export_checkpoint(tiny_checkpoint, tmp_path, precision="fp32", plugins=True, graphs=["denoise_step"])
+    assert info["plugins"] is True and info["graphs"]["denoise_step"]["plugin_nodes"] == 16
+    model = onnx.load(str(tmp_path / "denoise_step.onnx"))
+    nodes = [n for n in model.graph.node if n.op_type == OP_TYPE]
+    assert len(nodes) == 16 and all(n.domain == DOMAIN for n in nodes)
+    assert all(onnx.helper.get_attribute_value(n.attribute[0]) == models.config.num_frames for n in nodes)
+    inputs, ref = _reference(models, contracts, "denoise_step", seed=15)
+    names = contracts["denoise_step"].input_names
+    (out,) = ReferenceEvaluator(model, new_ops=[onnx_reference_op()]).run(
+        None, {n: t.numpy() for n, t in zip(names, inputs)})
+    assert rel_err(out, ref[0]) <= 1e-4
+
+
 def test_recorded_steps_budget():
     from sv3d_trt.export.calibration import recorded_steps
 

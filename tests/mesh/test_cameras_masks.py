@@ -52,7 +52,13 @@ def test_white_key_and_white_balance():
     rgb = torch.ones(2, 16, 16, 3)
     rgb[:, 4:12, 4:12] = torch.rand(2, 8, 8, 3, generator=g) * 0.6
     mask = key_white(rgb)
-    assert mask[:, 4:12, 4:12].min() == 1.0 and mask[:, :4].max() == 0.0
+    assert mask[:, 5:11, 5:11].min() == 1.0 and mask[:, :4].max() == 0.0
+    assert mask[:, 4, 4:12].min() > 0.0  # border pixels: coverage d / (largest d nearby), object all the same
+    # An antialiased edge pixel, 30 % covered by a colour with d = 0.5, reads back as 30 % coverage.
+    edge = torch.ones(1, 9, 9, 3)
+    edge[:, :, :4] = 0.5
+    edge[:, :, 4] = 0.3 * 0.5 + 0.7
+    torch.testing.assert_close(key_white(edge)[0, 4, 4], torch.tensor(0.3))
     tinted = rgb * torch.tensor([0.9, 0.95, 1.0])
     balanced = normalise_colours(tinted, mask)
     torch.testing.assert_close(balanced[:, 0, 0], torch.ones(2, 3))

@@ -2,6 +2,7 @@
 address schedule, decode chunking, runtime-cache naming; plus the CUDA path on a GPU machine."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -125,9 +126,15 @@ def test_plan_refuses_a_broken_chain(entries, tiny_p):
 
 def test_plan_refuses_io_dtypes_it_cannot_stage(entries, tiny_p):
     odd = json.loads(json.dumps(entries))
-    odd["clip"]["inputs"][0]["dtype"] = "float8_e4m3fn"
-    with pytest.raises(StaleEngineError, match="clip.image has IO dtype"):
-        plan_buffers(odd, tiny_p)
+    for dtype in ("float8_e4m3fn", "bfloat16"):
+        odd["clip"]["inputs"][0]["dtype"] = dtype
+        with pytest.raises(StaleEngineError, match=f"clip.image has IO dtype '{dtype}'"):
+            plan_buffers(odd, tiny_p)
+    if importlib.util.find_spec("ml_dtypes") is not None:
+        import ml_dtypes  # noqa: F401 - registers bfloat16 with numpy; the refusal must not depend on it
+
+        with pytest.raises(StaleEngineError, match="clip.image has IO dtype 'bfloat16'"):
+            plan_buffers(odd, tiny_p)
 
 
 def test_odd_decode_chunk_pads_the_last_chunk(tiny_p):
