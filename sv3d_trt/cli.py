@@ -342,7 +342,7 @@ def _backend_list(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--backends", default="torch-eager", show_default=True, callback=_backend_list,
               help="Comma-separated: torch-eager, torch-compile, torch-fast, ort, tensorrt, tensorrt-rtx.")
 @click.option("--onnx", "onnx_dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="`sv3d-trt export` directory (ort backend). Default: exported from the checkpoint into a temporary folder.")
+              help="`sv3d-trt export` directory (ort). Default: exported from the checkpoint into a temporary folder.")
 @click.option("--engines", "engines_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="`sv3d-trt build` directory (tensorrt / tensorrt-rtx). Default: built into a temporary folder.")
 @click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
@@ -356,11 +356,12 @@ def _backend_list(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
               help="UNet dtype of the torch backends. Default: fp16 on CUDA, fp32 on CPU.")
 @click.option("--mesh", is_flag=True, help="Also time mesh reconstruction from the end-to-end frames.")
+@click.option("--mesh-iters", type=click.IntRange(1), default=None, help="Mesh fit steps (default: the mesh default).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Bar plot PNG.")
 @_friendly
 def bench(checkpoint, config_name, variant, backends, onnx_dir, engines_dir, steps, warmup, iters, loop_iters,
-          decode_chunks, device, dtype, mesh, json_path, plot_path):
+          decode_chunks, device, dtype, mesh, mesh_iters, json_path, plot_path):
     """Time every stage of every backend in one process, against the measured FLOP peak."""
     import tempfile
 
@@ -374,11 +375,13 @@ def bench(checkpoint, config_name, variant, backends, onnx_dir, engines_dir, ste
         raise click.UsageError("give exactly one of --checkpoint and --config")
     with tempfile.TemporaryDirectory(prefix="sv3d-bench-") as tmp:
         if config_name is not None:
-            checkpoint = make_checkpoint(Path(tmp) / f"{config_name}_{variant}.safetensors", config_name, variant, seed=0)
+            checkpoint = make_checkpoint(Path(tmp) / f"{config_name}_{variant}.safetensors", config_name, variant,
+                                         seed=0)
         spec = BenchSpec(checkpoint=checkpoint, backends=backends, device=device,
                          dtype=dtype or default_dtype(device), steps=steps, warmup=warmup, iters=iters,
                          loop_iters=loop_iters, decode_chunks=decode_chunks, onnx_dir=onnx_dir,
-                         engines_dir=engines_dir, workdir=tmp, mesh=mesh)
+                         engines_dir=engines_dir, workdir=tmp, mesh=mesh,
+                         mesh_iters=mesh_iters)
         result = run_bench(spec, on_backend=lambda b: click.echo(f"{b.name}: {b.status}", err=True))
     Console().print(render_table(result))
     if result.mesh is not None:

@@ -16,7 +16,7 @@ JSON layout (`SCHEMA_VERSION` 1):
                    "load_seconds", "memory": {..._bytes}, "artifacts": {...} | null,
                    "stages": {stage: {median_ms, p10_ms, p90_ms, mean_ms, iters,
                                       [flops, achieved_tflops, peak_fraction], [speedup_vs_torch_eager]}}}],
-     "mesh": {frames_from, device, faces, seconds: {stage: s, total: s}} | null}
+     "mesh": {frames_from, device, faces, iters (null: default), seconds: {stage: s, total: s}} | null}
 """
 from __future__ import annotations
 
@@ -134,6 +134,10 @@ def _bytes(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**30:.2f} GiB"
 
 
+def _host_peak(memory: dict) -> int | None:
+    return memory.get("host_peak_rss_bytes", memory.get("host_process_peak_rss_bytes"))
+
+
 def render_table(result: BenchResult):
     """A rich Table: one row per stage, one column per backend that ran."""
     from rich.table import Table
@@ -152,12 +156,11 @@ def render_table(result: BenchResult):
         label = f"{stage}\n[dim]{flops / 1e9:.4g} GFLOP[/]" if flops else stage
         table.add_row(label, *(_cell(result, b, stage) for b in ran))
     table.add_row("load", *(format_seconds(b.load_seconds) for b in ran))
-    table.add_row("peak host RSS", *(_bytes(b.memory.get("host_peak_rss_bytes", b.memory.get("host_process_peak_rss_bytes")))
-                                     for b in ran))
+    table.add_row("peak host RSS", *(_bytes(_host_peak(b.memory)) for b in ran))
     if any("gpu_torch_peak_allocated_bytes" in b.memory or "gpu_device_peak_used_bytes" in b.memory for b in ran):
         table.add_row("peak GPU (torch / device)", *(
-            f"{_bytes(b.memory.get('gpu_torch_peak_allocated_bytes'))} / {_bytes(b.memory.get('gpu_device_peak_used_bytes'))}"
-            for b in ran))
+            f"{_bytes(b.memory.get('gpu_torch_peak_allocated_bytes'))} / "
+            f"{_bytes(b.memory.get('gpu_device_peak_used_bytes'))}" for b in ran))
     return table
 
 

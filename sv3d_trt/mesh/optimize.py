@@ -120,7 +120,12 @@ def fit(vertices: torch.Tensor, faces: torch.Tensor, frames: Frames, views: View
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.empty(0, dtype=torch.long)
     losses = []
-    opt.remesh(passes=6)  # marching-cubes meshes are much finer than the target: coarsen them first
+    # Marching-cubes meshes are much finer than the target: coarsen until the face count settles.
+    for _ in range(10):
+        count = len(opt.faces)
+        opt.remesh(passes=3)
+        if len(opt.faces) > 0.97 * count:
+            break
     for it in range(config.iters):
         if len(order) < config.views_per_step:
             order = torch.cat([order, torch.randperm(len(views), generator=generator)])

@@ -20,7 +20,7 @@ STAGES = {"encode", "prepare", "step", "denoise", "end_to_end"}
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     result = CliRunner().invoke(main, [
-        "bench", "--config", "tiny", "--backends", ",".join(BACKENDS), "--steps", "2", "--warmup", "1",
+        "bench", "--config", "tiny", "--backends", ",".join(BACKENDS), "--steps", "2", "--warmup", "0",
         "--iters", "2", "--loop-iters", "1", "--decode-chunks", "7,21",
         "--json", str(out / "bench.json"), "--plot", str(out / "bench.png"),
     ])
@@ -96,3 +96,29 @@ def test_plot_is_a_png(bench_run):
     _, _, plot = bench_run
     data = plot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def _run(tmp_path, *args):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", "--config", "tiny", "--steps", "2", "--warmup", "0", "--iters", "1",
+                                       "--loop-iters", "1", "--decode-chunks", "21", "--json", str(out), *args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_mesh_stage(tmp_path):
+    output, report = _run(tmp_path, "--backends", "torch-eager", "--mesh", "--mesh-iters", "3")
+    mesh = report["mesh"]
+    assert mesh["frames_from"] == "torch-eager" and mesh["faces"] > 0
+    assert mesh["seconds"]["total"] >= sum(v for k, v in mesh["seconds"].items() if k != "total") > 0
+    assert "mesh from torch-eager frames" in output
+
+
+@pytest.mark.gpu
+def test_cuda_run_uses_events_and_reports_gpu_memory(tmp_path):
+    _, report = _run(tmp_path, "--backends", "torch-eager", "--device", "cuda")
+    row = report["backends"][0]
+    assert row["status"] == "ok" and row["timing_method"] == "cuda-events"
+    assert row["memory"]["gpu_torch_peak_allocated_bytes"] > 0
+    assert report["machine"]["gpu"]["name"] and report["peaks"]["matmul_dtype"] == "fp16"
