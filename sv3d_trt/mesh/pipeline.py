@@ -38,7 +38,7 @@ STAGES = ("masks", "carve", "optimise", "uv", "bake", "export")
 @dataclass(frozen=True)
 class MeshConfig:
     resolution: int = 256  # working resolution of carving and optimisation (frames are resized)
-    grid: int = 96  # voxels per side for the visual hull
+    grid: int = 64  # voxels per side for the visual hull (about the target edge length: fewer collapses)
     texture_size: int = 1024
     max_uv_faces: int = MAX_UV_FACES
     fit: FitConfig = field(default_factory=FitConfig)

@@ -23,6 +23,7 @@ import torch
 
 SPLIT_RATIO = 4.0 / 3.0
 COLLAPSE_RATIO = 4.0 / 5.0
+COLLAPSE_ROUNDS = 4
 _INF = torch.iinfo(torch.int64).max
 
 
@@ -100,16 +101,30 @@ def collapse_edges(vertices: torch.Tensor, faces: torch.Tensor, attributes: dict
     short = length < COLLAPSE_RATIO * _edge_targets(target, edges)
     if not bool(short.any()) or len(faces) <= 4:  # sync; a tetrahedron cannot lose an edge
         return vertices, faces, attributes, target
-    # 1. Priority = rank by length; keep edges that are the minimum over both one-rings.
-    priority = torch.full((len(edges),), _INF, dtype=torch.long, device=faces.device)
+    # 1. Priority = rank by length. An edge is taken when it is the shortest candidate in the one-rings
+    #    of both ends; a few rounds then retry the candidates that no taken edge is near (a greedy
+    #    maximal set: one round alone leaves most of a uniformly short mesh untouched).
     order = torch.argsort(torch.where(short, length, torch.full_like(length, float("inf"))))
-    priority[order] = torch.arange(len(edges), device=faces.device)
-    priority[~short] = _INF
-    vmin = torch.full((nv,), _INF, dtype=torch.long, device=faces.device)
-    vmin = vmin.scatter_reduce(0, edges[:, 0], priority, "amin").scatter_reduce(0, edges[:, 1], priority, "amin")
-    ring = vmin.scatter_reduce(0, edges[:, 0], vmin[edges[:, 1]], "amin")
-    ring = ring.scatter_reduce(0, edges[:, 1], vmin[edges[:, 0]], "amin")
-    selected = short & (ring[edges[:, 0]] == priority) & (ring[edges[:, 1]] == priority)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(edges), device=faces.device)
+    selected = torch.zeros_like(short)
+    near = torch.zeros(nv, dtype=torch.bool, device=faces.device)  # taken ends and their neighbours
+    for _ in range(COLLAPSE_ROUNDS):
+        candidate = short & ~selected & ~near[edges[:, 0]] & ~near[edges[:, 1]]
+        if not bool(candidate.any()):  # sync
+            break
+        priority = torch.where(candidate, rank, torch.full_like(rank, _INF))
+        vmin = torch.full((nv,), _INF, dtype=torch.long, device=faces.device)
+        vmin = vmin.scatter_reduce(0, edges[:, 0], priority, "amin").scatter_reduce(0, edges[:, 1], priority, "amin")
+        ring = vmin.scatter_reduce(0, edges[:, 0], vmin[edges[:, 1]], "amin")
+        ring = ring.scatter_reduce(0, edges[:, 1], vmin[edges[:, 0]], "amin")
+        taken = candidate & (ring[edges[:, 0]] == priority) & (ring[edges[:, 1]] == priority)
+        selected |= taken
+        ends = torch.zeros(nv, dtype=torch.bool, device=faces.device)
+        ends[edges[taken].reshape(-1)] = True
+        near |= ends
+        near[edges[:, 0][ends[edges[:, 1]]]] = True
+        near[edges[:, 1][ends[edges[:, 0]]]] = True
     # 2. Link condition keeps the surface manifold.
     idx = selected.nonzero().squeeze(1)
     idx = idx[_common_neighbours(edges, edges[idx], nv) == 2]
