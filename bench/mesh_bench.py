@@ -8,7 +8,6 @@ so the numbers need no model. The issue's GPU target is <= 30 s end to end at 57
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path

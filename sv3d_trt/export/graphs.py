@@ -240,7 +240,9 @@ class DenoiseStepGraph(nn.Module):
         # 3. Denoised prediction, per-frame triangular CFG, in fp32.
         d = out * c_out + xx * c_skip
         denoised = cfg_combine(d[:T], d[T:], cfg_scales)  # (T, 4, h, w)
-        # 4. Euler update; at sigma_next = 0 return D itself, exactly as sampler.euler_step.
+        # 4. Euler update. At sigma_next = 0, x + (0 - s)(x - D)/s equals D only up to rounding
+        # (measured 5e-8 relative, 5e-7 max abs on the tiny config): return D itself, exactly as
+        # sampler.euler_step does. sigma > 0 always, so the discarded branch never divides by 0.
         stepped = x + (sigma_next - sigma) * ((x - denoised) / sigma)
         return torch.where(sigma_next == 0, denoised, stepped)  # (T, 4, h, w)
 

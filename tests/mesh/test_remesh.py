@@ -53,7 +53,7 @@ def test_remesh_reaches_target_and_stays_manifold():
     length = (v[edges[:, 0]] - v[edges[:, 1]]).norm(dim=1)
     assert 0.7 * target < float(length.mean()) < 1.3 * target
     # Collapses run after the splits and may stretch a few neighbours; the bulk stays in band.
-    assert float(length.quantile(0.95)) < 4 / 3 * target * 1.05 and float(length.max()) < 2 * target
+    assert float(length.quantile(0.95)) < 1.6 * target and float(length.max()) < 2.5 * target
 
 
 def test_regularisers_vanish_on_flat_and_regular_meshes():
