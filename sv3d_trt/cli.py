@@ -359,16 +359,19 @@ def _backend_list(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--mesh-iters", type=click.IntRange(1), default=None, help="Mesh fit steps (default: the mesh default).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Bar plot PNG.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+              help="The table as Markdown (for bench/RESULTS.md).")
 @_friendly
 def bench(checkpoint, config_name, variant, backends, onnx_dir, engines_dir, steps, warmup, iters, loop_iters,
-          decode_chunks, device, dtype, mesh, mesh_iters, json_path, plot_path):
+          decode_chunks, device, dtype, mesh, mesh_iters, json_path, plot_path, markdown_path):
     """Time every stage of every backend in one process, against the measured FLOP peak."""
     import tempfile
 
     from rich.console import Console
 
-    from .bench import (BenchSpec, default_dtype, mesh_line, not_run_lines, render_table, run_bench, write_json,
-                        write_plot)
+    from .bench import (BenchSpec, default_dtype, mesh_line, not_run_lines, render_table, run_bench, to_json,
+                        to_markdown, write_json, write_plot)
+    from .fileio import write_bytes_atomic
     from .models.checkpoint import make_checkpoint
 
     if (checkpoint is None) == (config_name is None):
@@ -392,6 +395,8 @@ def bench(checkpoint, config_name, variant, backends, onnx_dir, engines_dir, ste
         write_json(result, json_path)
     if plot_path:
         write_plot(result, plot_path)
+    if markdown_path:
+        write_bytes_atomic(markdown_path, to_markdown(to_json(result)).encode())
 
 
 if __name__ == "__main__":

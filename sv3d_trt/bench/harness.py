@@ -15,8 +15,11 @@ With mesh=True, mesh reconstruction (mesh.reconstruct_mesh) is timed once, after
 on the end-to-end frames of the first backend that ran: it does not depend on the backend.
 
 Stages called once per request are timed `iters` times after `warmup` calls, rotating through
-`rotate` distinct input buffers; the loop and end-to-end stages, which cost `steps` UNet calls
-each, `loop_iters` times after one warm-up loop (a CUDA-graph backend captures there).
+`rotate` distinct input buffers; the loop, which costs `steps` UNet calls, `loop_iters` times
+after one warm-up loop if warmup > 0 (a CUDA-graph backend captures there); end to end
+`loop_iters` times with no warm-up of its own (every stage is warm by then). CLIP and the VAE
+encoder are timed together as `encode`: the protocol has one method for both (their FLOPs are
+counted apart).
 A backend that cannot run here (BackendUnavailableError) is reported as skipped with the
 reason; one that fails with another typed error mid-run, as failed with the message.
 """

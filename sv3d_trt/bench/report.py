@@ -124,7 +124,7 @@ def _cell(result: BenchResult, backend: BackendResult, stage: str) -> str:
     if "achieved_tflops" in fig:
         rate.append(f"{fig['achieved_tflops']:.3g} TF/s {100 * fig['peak_fraction']:.0f}%")
     if "speedup_vs_torch_eager" in fig:
-        rate.append(f"{fig['speedup_vs_torch_eager']:.2f}x")
+        rate.append(f"{fig['speedup_vs_torch_eager']:.3g}x")
     if rate:
         lines.append(" ".join(rate))
     return "\n".join(lines)
@@ -177,6 +177,39 @@ def mesh_line(result: BenchResult) -> str | None:
     parts = ", ".join(f"{k} {format_seconds(v)}" for k, v in mesh["seconds"].items() if k != "total")
     return (f"mesh from {mesh['frames_from']} frames on {mesh['device']}: {format_seconds(mesh['seconds']['total'])} "
             f"({parts}; {mesh['faces']} faces)")
+
+
+def to_markdown(report: dict) -> str:
+    """A saved JSON report as a Markdown table (for bench/RESULTS.md): median [p10–p90] per
+    stage and backend, with TFLOP/s, fraction of the measured peak and speed-up."""
+    ran = [b for b in report["backends"] if b["status"] == "ok"]
+    stages: list[str] = []
+    for b in ran:
+        stages += [s for s in b["stages"] if s not in stages]
+    lines = ["| stage | GFLOP | " + " | ".join(b["name"] for b in ran) + " |",
+             "|---|---|" + "---|" * len(ran)]
+    for stage in stages:
+        flops = report["flops"].get(stage_flops_key(stage))
+        cells = []
+        for b in ran:
+            fig = b["stages"].get(stage)
+            if fig is None:
+                cells.append("–")
+                continue
+            cell = (f"{format_seconds(fig['median_ms'] / 1e3)} [{format_seconds(fig['p10_ms'] / 1e3)}–"
+                    f"{format_seconds(fig['p90_ms'] / 1e3)}]")
+            if "achieved_tflops" in fig:
+                cell += f", {1e3 * fig['achieved_tflops']:.3g} GFLOP/s ({100 * fig['peak_fraction']:.0f} %)"
+            if "speedup_vs_torch_eager" in fig:
+                cell += f", {fig['speedup_vs_torch_eager']:.3g}x"
+            cells.append(cell)
+        lines.append(f"| {stage} | {flops / 1e9:.4g} | " if flops else f"| {stage} | – | ")
+        lines[-1] += " | ".join(cells) + " |"
+    lines.append("| peak host RSS | | " + " | ".join(_bytes(_host_peak(b["memory"])) for b in ran) + " |")
+    for b in report["backends"]:
+        if b["status"] != "ok":
+            lines.append(f"\n{b['name']}: {b['status']}: {b['reason']}")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------

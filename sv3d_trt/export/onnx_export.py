@@ -52,6 +52,7 @@ EXPORT_INFO = "export.json"
 EXPORT_PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_DECODE_CHUNK = 7  # divides the 21 frames: three decoder calls, no padded chunk
 PROTOBUF_LIMIT = 2**31 - 1  # serialized ModelProto limit; larger weights go to external data
+EXTERNAL_MIN_BYTES = 2**16  # in external-data graphs, smaller tensors (biases, shapes) stay inline
 # Which loaded component each graph needs.
 GRAPH_COMPONENT = {"clip": "clip", "vae_encoder": "vae_encoder", "vae_decoder": "vae_decoder",
                    "context": "unet", "denoise_step": "unet"}
@@ -141,15 +142,21 @@ def export_graph(module: torch.nn.Module, io: GraphIO, out_dir: str | os.PathLik
             opset_version=OPSET, verbose=False, optimize=False, **kwargs,
         )
     _optimize(program.model)
-    model = ir.serde.serialize_model(program.model)
-    del program
-    model = onnxslim.slim(model)  # constant folding, dead-node removal, shape inference
     external = weight_bytes > PROTOBUF_LIMIT // 2  # margin for the graph itself and folded constants
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{io.name}.") as scratch:
         scratch = Path(scratch)
         path = scratch / f"{io.name}.onnx"
-        onnx.save_model(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
-                        location=f"{io.name}.onnx.data", size_threshold=1024)
+        if external:
+            # Past 2 GB a ModelProto cannot even report its size (onnxslim asks): stream the
+            # weights from the torch tensors into the data file, and slim the graph with its
+            # large initializers left as references to that file (onnxslim never reads them).
+            ir.save(program.model, path, external_data=f"{io.name}.onnx.data", size_threshold_bytes=EXTERNAL_MIN_BYTES)
+            model = onnx.load(str(path), load_external_data=False)
+        else:
+            model = ir.serde.serialize_model(program.model)
+        del program
+        model = onnxslim.slim(model)  # constant folding, pattern fusions, dead-node removal, shape inference
+        onnx.save_model(model, str(path))
         del model
         onnx.checker.check_model(str(path), full_check=True)  # + strict shape inference
         saved = onnx.load(str(path), load_external_data=False)

@@ -22,10 +22,19 @@ def bench_run(tmp_path_factory):
     result = CliRunner().invoke(main, [
         "bench", "--config", "tiny", "--backends", ",".join(BACKENDS), "--steps", "2", "--warmup", "0",
         "--iters", "2", "--loop-iters", "1", "--decode-chunks", "7,21",
-        "--json", str(out / "bench.json"), "--plot", str(out / "bench.png"),
+        "--json", str(out / "bench.json"), "--plot", str(out / "bench.png"), "--markdown", str(out / "bench.md"),
     ])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return result.output, json.loads((out / "bench.json").read_text()), out / "bench.png"
+
+
+def test_markdown_table(bench_run):
+    _, report, plot = bench_run
+    lines = (plot.parent / "bench.md").read_text().splitlines()
+    ran = [b["name"] for b in report["backends"] if b["status"] == "ok"]
+    assert lines[0] == "| stage | GFLOP | " + " | ".join(ran) + " |"
+    assert {line.split(" | ")[0][2:] for line in lines[2:] if line.startswith("| ")} >= STAGES
+    assert any(line.startswith("tensorrt: skipped") for line in lines)
 
 
 def _numbers(obj, path=""):
