@@ -15,12 +15,12 @@ activations, with the fp32 islands that graphs.py lists (EDM scalings and sinuso
 Euler update, GroupNorm statistics, CLIP preprocessing). Inputs and outputs are fp32 always.
 
 Per graph: build the wrapper (graphs.py) -> torch.onnx.export -> `_optimize` -> onnxslim
-(constant folding, pattern fusions, dead-node removal, shape inference) -> save into a
-scratch folder -> onnx checker with full shape inference on the saved file (the path form
-works past protobuf's 2 GB limit) -> check the IO against the declared contract -> move into
-place, the weight file first and the .onnx last, so an interrupted export never leaves a
-graph pointing at missing weights. Graphs with over 1 GB of weights (half the 2 GB protobuf
-limit, leaving room for folded constants) store them in `<graph>.onnx.data` beside the graph.
+(constant folding, pattern fusions, dead-node removal, shape inference; graphs under 1.8 GB,
+see SLIM_MAX_BYTES) -> save into a scratch folder -> onnx checker with full shape inference
+on the saved file (the path form works past protobuf's 2 GB limit) -> check the IO against
+the declared contract -> move into place, the weight file first and the .onnx last, so an
+interrupted export never leaves a graph pointing at missing weights. Graphs with over 1 GB of
+weights store them in `<graph>.onnx.data` beside the graph.
 
 Components are loaded one at a time (and the UNet once for context + denoise_step) so the
 peak memory is one network plus its ONNX copy.
@@ -51,8 +51,14 @@ OPSET = 20
 EXPORT_INFO = "export.json"
 EXPORT_PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_DECODE_CHUNK = 7  # divides the 21 frames: three decoder calls, no padded chunk
-PROTOBUF_LIMIT = 2**31 - 1  # serialized ModelProto limit; larger weights go to external data
-EXTERNAL_MIN_BYTES = 2**16  # in external-data graphs, smaller tensors (biases, shapes) stay inline
+# Weights above 1 GB (half protobuf's 2 GB limit, leaving room for the graph and folded
+# constants) go to `<graph>.onnx.data`; tensors under 64 KB (biases, shapes) stay inline.
+EXTERNAL_DATA_BYTES = 2**30
+EXTERNAL_MIN_BYTES = 2**16
+# onnxslim needs the whole model as one in-memory ModelProto (it asks its ByteSize, which
+# protobuf refuses past 2 GB, and its fusions read weight values): larger graphs (the
+# full-size UNet) get onnxscript's constant folding and onnx's shape inference only.
+SLIM_MAX_BYTES = 1800 * 2**20
 # Which loaded component each graph needs.
 GRAPH_COMPONENT = {"clip": "clip", "vae_encoder": "vae_encoder", "vae_decoder": "vae_decoder",
                    "context": "unet", "denoise_step": "unet"}
@@ -142,22 +148,22 @@ def export_graph(module: torch.nn.Module, io: GraphIO, out_dir: str | os.PathLik
             opset_version=OPSET, verbose=False, optimize=False, **kwargs,
         )
     _optimize(program.model)
-    external = weight_bytes > PROTOBUF_LIMIT // 2  # margin for the graph itself and folded constants
+    external = weight_bytes > EXTERNAL_DATA_BYTES
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{io.name}.") as scratch:
         scratch = Path(scratch)
         path = scratch / f"{io.name}.onnx"
-        if external:
-            # Past 2 GB a ModelProto cannot even report its size (onnxslim asks): stream the
-            # weights from the torch tensors into the data file, and slim the graph with its
-            # large initializers left as references to that file (onnxslim never reads them).
-            ir.save(program.model, path, external_data=f"{io.name}.onnx.data", size_threshold_bytes=EXTERNAL_MIN_BYTES)
-            model = onnx.load(str(path), load_external_data=False)
+        data = f"{io.name}.onnx.data"
+        if weight_bytes < SLIM_MAX_BYTES:
+            model = onnxslim.slim(ir.serde.serialize_model(program.model))  # + shape inference
+            del program
+            onnx.save_model(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
+                            location=data, size_threshold=EXTERNAL_MIN_BYTES)
+            del model
         else:
-            model = ir.serde.serialize_model(program.model)
-        del program
-        model = onnxslim.slim(model)  # constant folding, pattern fusions, dead-node removal, shape inference
-        onnx.save_model(model, str(path))
-        del model
+            # Stream the weights from the torch tensors into the data file; shape-infer on disk.
+            ir.save(program.model, path, external_data=data, size_threshold_bytes=EXTERNAL_MIN_BYTES)
+            del program
+            onnx.shape_inference.infer_shapes_path(str(path), str(path))
         onnx.checker.check_model(str(path), full_check=True)  # + strict shape inference
         saved = onnx.load(str(path), load_external_data=False)
         _check_contract(saved, io)

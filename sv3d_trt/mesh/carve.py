@@ -17,7 +17,7 @@ from skimage import measure
 
 from ..errors import ImageError
 from .cameras import Views
-from .warp_device import to_warp, warp_device
+from .warp_device import launch, to_warp
 
 NEAR = 1e-3
 
@@ -65,10 +65,9 @@ def voxel_centres(lo: float, step: float, size: int, device) -> torch.Tensor:
 def carve(masks: torch.Tensor, views: Views, lo: float, step: float, size: int) -> torch.Tensor:
     """Visual-hull occupancy (size, size, size) in [0, 1] from masks (N, H, W) at views' resolution."""
     occupancy = torch.empty(size ** 3, dtype=torch.float32, device=masks.device)
-    wp.launch(_carve_kernel, dim=size ** 3,
-              inputs=[to_warp(masks.float()), to_warp(views.w2c.float()), to_warp(views.intrinsics.float()),
-                      float(lo), float(step), int(size), to_warp(occupancy)],
-              device=warp_device(masks.device))
+    launch(_carve_kernel, size ** 3,
+           [to_warp(masks.float()), to_warp(views.w2c.float()), to_warp(views.intrinsics.float()),
+            float(lo), float(step), int(size), to_warp(occupancy)], masks.device)
     return occupancy.reshape(size, size, size)
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 import warp as wp
 
-from .warp_device import to_warp, warp_device
+from .warp_device import launch, to_warp
 
 NEAR = 1e-3  # triangles with a vertex closer than this to the camera plane are dropped
 _NO_TRIANGLE = 2**31 - 1
@@ -75,7 +75,6 @@ def rasterize(screen: torch.Tensor, faces: torch.Tensor, resolution: int) -> Ras
     if screen.ndim != 3 or screen.shape[-1] != 3 or faces.ndim != 2 or faces.shape[-1] != 3:
         raise ValueError(f"rasterize wants screen (N, V, 3) and faces (F, 3), got {tuple(screen.shape)}, "
                          f"{tuple(faces.shape)}")
-    device = warp_device(screen.device)
     n = screen.shape[0]
     depth = torch.full((n, resolution, resolution), float("inf"), dtype=torch.float32, device=screen.device)
     triangle = torch.full((n, resolution, resolution), _NO_TRIANGLE, dtype=torch.int32, device=screen.device)
@@ -84,8 +83,7 @@ def rasterize(screen: torch.Tensor, faces: torch.Tensor, resolution: int) -> Ras
         faces_w = to_warp(faces.to(torch.int32))
         depth_w, triangle_w = to_warp(depth), to_warp(triangle)
         for write_ids in (0, 1):
-            wp.launch(_raster_kernel, dim=(n, len(faces)), inputs=[screen_w, faces_w, write_ids, depth_w, triangle_w],
-                      device=device)
+            launch(_raster_kernel, (n, len(faces)), [screen_w, faces_w, write_ids, depth_w, triangle_w], screen.device)
     triangle = triangle.long()
     triangle[triangle == _NO_TRIANGLE] = -1
     return Raster(triangle, depth)

@@ -13,7 +13,7 @@ import math
 import torch
 import warp as wp
 
-from .warp_device import to_warp, warp_device
+from .warp_device import launch, to_warp
 
 # Columns sit a hair off the cell centres so no ray passes exactly through a shared edge or vertex.
 _JITTER = (1e-4 * math.pi, 1e-4 * math.e)
@@ -57,9 +57,9 @@ def _occupancy(counts: torch.Tensor) -> torch.Tensor:
 def voxelize(vertices: torch.Tensor, faces: torch.Tensor, lo: float, step: float, size: int) -> torch.Tensor:
     """Inside/outside (size, size, size) bool for cell centres lo + (index + 0.5) step, x-major."""
     counts = torch.zeros(size, size, size + 1, dtype=torch.int32, device=vertices.device)
-    wp.launch(_crossing_kernel, dim=len(faces),
-              inputs=[to_warp(vertices.float()), to_warp(faces.to(torch.int32)), float(lo), float(step), *_JITTER,
-                      to_warp(counts)], device=warp_device(vertices.device))
+    launch(_crossing_kernel, len(faces),
+           [to_warp(vertices.float()), to_warp(faces.to(torch.int32)), float(lo), float(step), *_JITTER,
+            to_warp(counts)], vertices.device)
     return _occupancy(counts)
 
 

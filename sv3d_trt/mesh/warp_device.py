@@ -36,3 +36,13 @@ def to_warp(tensor: torch.Tensor, dtype=None) -> wp.array:
     """A Warp view of a contiguous torch tensor (no copy; gradients are not tracked)."""
     warp_device(tensor.device)
     return wp.from_torch(tensor.detach().contiguous(), dtype=dtype, requires_grad=False)
+
+
+def launch(kernel, dim, inputs: list, device: torch.device | str) -> None:
+    """wp.launch on the torch device, ordered on torch's current CUDA stream (no races with torch ops)."""
+    device = torch.device(device)
+    name = warp_device(device)
+    if device.type == "cuda":
+        wp.launch(kernel, dim=dim, inputs=inputs, device=name, stream=wp.stream_from_torch(torch.cuda.current_stream(device)))
+    else:
+        wp.launch(kernel, dim=dim, inputs=inputs, device=name)

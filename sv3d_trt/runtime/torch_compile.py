@@ -32,7 +32,7 @@ class TorchCompileBackend(TorchEagerBackend):
     @classmethod
     def from_checkpoint(cls, path, device: str = "cpu", dtype: str = "fp32", mode: str = "default",
                         cache_dir: str | Path | None = None, **_):
-        eager = TorchEagerBackend.from_checkpoint(path, device=device, dtype=dtype)
+        eager = TorchEagerBackend.from_checkpoint(path, device=device, dtype=dtype, autocast=False)
         return cls(eager.models, device=device, dtype=dtype, mode=mode, cache_dir=cache_dir)
 
     def describe(self) -> dict:

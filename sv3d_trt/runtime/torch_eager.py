@@ -30,23 +30,30 @@ class StepState:
 class TorchEagerBackend(Backend):
     name = "torch-eager"
 
-    def __init__(self, models: SV3DModels, device: str = "cpu", dtype: str = "fp32"):
+    def __init__(self, models: SV3DModels, device: str = "cpu", dtype: str = "fp32", autocast: bool = False):
         super().__init__(models.config)
         self.models = models
         self.device = torch.device(device)
         self.dtype = DTYPES[dtype]
+        self.autocast = autocast and self.dtype != torch.float32
+        # Autocast (the reference recipe) keeps fp32 weights and computes matmuls in `dtype`.
+        self.weight_dtype = torch.float32 if self.autocast else self.dtype
 
     @classmethod
-    def from_checkpoint(cls, path, device: str = "cpu", dtype: str = "fp32", **_):
-        # UNet in the working dtype; CLIP, VAE encoder and decoder in fp32 as the reference.
-        unet = load_checkpoint(path, dtype=dtype, device=device, components=("unet",))
+    def from_checkpoint(cls, path, device: str = "cpu", dtype: str = "fp32", autocast: bool | None = None, **_):
+        """UNet in `dtype`; CLIP and the VAE in fp32 as the reference. On CUDA a low-precision
+        dtype means the reference recipe by default: fp32 weights under torch.autocast
+        (sv3d.md §5); pass autocast=False for low-precision weights (half the memory)."""
+        if autocast is None:
+            autocast = torch.device(device).type == "cuda" and dtype != "fp32"
+        unet = load_checkpoint(path, dtype="fp32" if autocast else dtype, device=device, components=("unet",))
         rest = load_checkpoint(path, dtype="fp32", device=device, components=("clip", "vae_encoder", "vae_decoder"))
         rest.unet = unet.unet
-        return cls(rest, device=device, dtype=dtype)
+        return cls(rest, device=device, dtype=dtype, autocast=autocast)
 
     def describe(self) -> dict:
         return {"backend": self.name, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                "torch": torch.__version__}
+                "autocast": self.autocast, "torch": torch.__version__}
 
     def to_native(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
@@ -70,9 +77,9 @@ class TorchEagerBackend(Backend):
         context = torch.cat([torch.zeros_like(clip).expand(T, -1), clip.expand(T, -1)])[:, None]
         vec = self.to_native(vector)
         return StepState(
-            concat=concat.to(self.dtype),
-            context=context.to(self.dtype),
-            vector=torch.cat([vec, vec]).to(self.dtype),
+            concat=concat.to(self.weight_dtype),
+            context=context.to(self.weight_dtype),
+            vector=torch.cat([vec, vec]).to(self.weight_dtype),
             cfg_scales=self.to_native(cfg_scales).view(T, 1, 1, 1),
         )
 
@@ -80,9 +87,10 @@ class TorchEagerBackend(Backend):
         """CFG-combined D(x; sigma) in fp32 (sv3d.md §5: VScalingWithEDMcNoise + triangle CFG)."""
         c_skip, c_out, c_in, c_noise = precondition(torch.tensor(sigma, dtype=torch.float32, device=self.device))
         xx = torch.cat([x, x])  # (2T, 4, h, w)
-        unet_in = torch.cat([(xx * c_in).to(self.dtype), state.concat], dim=1)  # (2T, 8, h, w)
-        t = c_noise.expand(xx.shape[0]).to(self.dtype)
-        out = self.models.unet(unet_in, t, state.context, state.vector).float()
+        unet_in = torch.cat([(xx * c_in).to(self.weight_dtype), state.concat], dim=1)  # (2T, 8, h, w)
+        t = c_noise.expand(xx.shape[0]).to(self.weight_dtype)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
+            out = self.models.unet(unet_in, t, state.context, state.vector).float()
         d = out * c_out + xx * c_skip
         d_uncond, d_cond = d.chunk(2)
         return cfg_combine(d_uncond, d_cond, state.cfg_scales)

@@ -260,6 +260,10 @@ class TensorRTBackend(Backend):
         if not self.contexts[graph].set_tensor_address(name, ptr):
             raise BackendUnavailableError(f"TensorRT refused the address of {graph}.{name}")
 
+    def synchronize(self) -> None:
+        """Wait for the stream (benchmarks time steps against this, not a host copy)."""
+        self.stream.synchronize()  # sync
+
     def describe(self) -> dict:
         return {
             "backend": self.name,
