@@ -36,8 +36,8 @@ class FitConfig:
     lr_light: float = 0.02
     weight_color: float = 1.0
     weight_mask: float = 1.0
-    weight_laplacian: float = 0.005
-    weight_normal: float = 0.01
+    weight_laplacian: float = 0.02
+    weight_normal: float = 0.05
     weight_albedo_smooth: float = 0.02
     seed: int = 0
 

@@ -135,6 +135,20 @@ def test_bf16_context_graph(tiny_checkpoint, models, contracts, tmp_path):
         assert rel_err(o, r) <= 2e-2
 
 
+def test_external_data_graph_without_onnxslim(models, contracts, tmp_path, monkeypatch):
+    """The full-size UNet's path on a tiny graph: weights streamed to <graph>.onnx.data, no onnxslim."""
+    from sv3d_trt.export import onnx_export
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    monkeypatch.setattr(onnx_export, "SLIM_MAX_BYTES", 0)
+    entry = onnx_export.export_graph(build_graph("denoise_step", models), contracts["denoise_step"], tmp_path)
+    assert entry["external_data"] == ["denoise_step.onnx.data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["denoise_step.onnx", "denoise_step.onnx.data"]
+    inputs, ref = _reference(models, contracts, "denoise_step", seed=16)
+    (out,) = _run(tmp_path / "denoise_step.onnx", contracts["denoise_step"].input_names, inputs)
+    assert rel_err(out, ref[0]) <= 1e-4
+
+
 def test_export_json(export_fp32, tiny_checkpoint, contracts):
     from sv3d_trt.export.manifest import sha256_file
 
