@@ -27,3 +27,7 @@ class BackendUnavailableError(SV3DError):
 
 class NumericsError(SV3DError):
     """A non-finite value appeared (e.g. fp16 overflow in the denoise loop)."""
+
+
+class MeshError(SV3DError):
+    """A mesh file cannot be used (unreadable, not watertight) or a mesh step failed (UV unwrap)."""

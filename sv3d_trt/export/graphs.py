@@ -204,7 +204,9 @@ class ContextGraph(nn.Module):
 
     def __init__(self, unet: nn.Module):
         super().__init__()
-        self.attn2 = nn.ModuleList(attn2_modules(unet).values())  # only these weights are exported
+        # Only what the fold reads (to_v, to_out): these weights alone are exported and counted.
+        self.attn2 = nn.ModuleList(nn.ModuleDict({"to_v": a.to_v, "to_out": a.to_out})
+                                   for a in attn2_modules(unet).values())
 
     def forward(self, clip_embedding: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(v.float() for v in attn2_outputs(self.attn2, clip_embedding))

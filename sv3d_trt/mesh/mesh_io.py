@@ -5,11 +5,7 @@ from pathlib import Path
 
 import trimesh
 
-from ..errors import SV3DError
-
-
-class MeshError(SV3DError):
-    """A mesh file cannot be used (unreadable, not watertight) or a mesh step failed (UV unwrap)."""
+from ..errors import MeshError
 
 
 def load_watertight(path: str | Path) -> trimesh.Trimesh:

@@ -148,25 +148,21 @@ def fold_cross_attention(unet: nn.Module) -> FoldedVideoUNet:
 # FLOPs removed per step, counted from the module shapes.
 
 
-def _attn2_query_shapes(config: SV3DConfig) -> "OrderedDict[str, tuple[int, int]]":
-    """(rows N, tokens L per row) of the query entering every attn2 for one denoise step.
+def _attn2_query_shapes(unet: nn.Module, config: SV3DConfig) -> "OrderedDict[str, tuple[int, int]]":
+    """(rows N, tokens L per row) of the query entering every attn2 during one denoise step.
 
-    Runs the UNet on the meta device with hooks (no memory, no compute): N = 2T (the CFG
-    batch), L = H*W of that attention site.
+    Runs a meta-device UNet with hooks (no memory, no compute): N = 2T (the CFG batch), L = H*W
+    of that attention site.
     """
-    from .unet import VideoUNet
-
-    T, h = config.num_frames, config.latent_size
+    T, h, u = config.num_frames, config.latent_size, config.unet
+    shapes: OrderedDict[str, tuple[int, int]] = OrderedDict()
+    hooks = [m.register_forward_hook(lambda mod, args, out, name=name: shapes.__setitem__(name, tuple(args[0].shape[:2])))
+             for name, m in attn2_modules(unet).items()]
     with torch.device("meta"):
-        unet = VideoUNet(config.unet)
-        shapes: OrderedDict[str, tuple[int, int]] = OrderedDict()
-        hooks = [m.register_forward_hook(lambda mod, args, out, name=name: shapes.__setitem__(name, tuple(args[0].shape[:2])))
-                 for name, m in attn2_modules(unet).items()]
-        n = 2 * T
-        unet(torch.empty(n, config.unet.in_channels, h, h), torch.empty(n), torch.empty(n, 1, config.unet.context_dim),
-             torch.empty(n, config.unet.adm_in_channels))
-        for hook in hooks:
-            hook.remove()
+        unet(torch.empty(2 * T, u.in_channels, h, h), torch.empty(2 * T), torch.empty(2 * T, 1, u.context_dim),
+             torch.empty(2 * T, u.adm_in_channels))
+    for hook in hooks:
+        hook.remove()
     return shapes
 
 
@@ -185,11 +181,12 @@ def fold_flops_removed(config: SV3DConfig) -> dict:
     from .unet import VideoUNet
 
     with torch.device("meta"):
-        modules = attn2_modules(VideoUNet(config.unet))
+        unet = VideoUNet(config.unet)
+    modules = attn2_modules(unet)
     per_module = OrderedDict()
     totals: dict[str, int] = {}
     added_once = 0
-    for name, (n, length) in _attn2_query_shapes(config).items():
+    for name, (n, length) in _attn2_query_shapes(unet, config).items():
         attn = modules[name]
         c, d, heads, m = attn.to_q.out_features, attn.to_k.in_features, attn.heads, 1
         q = n * length

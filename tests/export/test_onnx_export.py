@@ -135,20 +135,6 @@ def test_bf16_context_graph(tiny_checkpoint, models, contracts, tmp_path):
         assert rel_err(o, r) <= 2e-2
 
 
-def test_external_data_graph_without_onnxslim(models, contracts, tmp_path, monkeypatch):
-    """The full-size UNet's path on a tiny graph: weights streamed to <graph>.onnx.data, no onnxslim."""
-    from sv3d_trt.export import onnx_export
-
-    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
-    monkeypatch.setattr(onnx_export, "SLIM_MAX_BYTES", 0)
-    entry = onnx_export.export_graph(build_graph("denoise_step", models), contracts["denoise_step"], tmp_path)
-    assert entry["external_data"] == ["denoise_step.onnx.data"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["denoise_step.onnx", "denoise_step.onnx.data"]
-    inputs, ref = _reference(models, contracts, "denoise_step", seed=16)
-    (out,) = _run(tmp_path / "denoise_step.onnx", contracts["denoise_step"].input_names, inputs)
-    assert rel_err(out, ref[0]) <= 1e-4
-
-
 def test_export_json(export_fp32, tiny_checkpoint, contracts):
     from sv3d_trt.export.manifest import sha256_file
 
@@ -227,15 +213,21 @@ def test_last_step_returns_the_denoised_value(export_fp32, models, contracts):
     assert rel_err(out, denoised) <= 1e-5
 
 
-def test_plugin_export(tiny_checkpoint, models, contracts, tmp_path):
-    """--plugins: each temporal self-attention is one sv3d_trt::TemporalAttention node, and the graph
-    (evaluated with the node's reference op) still computes the step."""
+def test_plugin_export_with_external_weights(models, contracts, tmp_path, monkeypatch):
+    """--plugins on the full-size UNet's path (weights streamed to <graph>.onnx.data, no onnxslim),
+    here forced on the tiny graph: each temporal self-attention is one sv3d_trt::TemporalAttention
+    node, and the graph, evaluated with the node's reference op, still computes the step."""
     from onnx.reference import ReferenceEvaluator
 
+    from sv3d_trt.export import onnx_export
     from sv3d_trt.kernels.onnx_op import DOMAIN, OP_TYPE, onnx_reference_op
 
-    info = export_checkpoint(tiny_checkpoint, tmp_path, precision="fp32", plugins=True, graphs=["denoise_step"])
-    assert info["plugins"] is True and info["graphs"]["denoise_step"]["plugin_nodes"] == 16
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    monkeypatch.setattr(onnx_export, "SLIM_MAX_BYTES", 0)
+    entry = onnx_export.export_graph(build_graph("denoise_step", models), contracts["denoise_step"], tmp_path,
+                                     plugins=True)
+    assert entry["plugin_nodes"] == 16 and entry["external_data"] == ["denoise_step.onnx.data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["denoise_step.onnx", "denoise_step.onnx.data"]
     model = onnx.load(str(tmp_path / "denoise_step.onnx"))
     nodes = [n for n in model.graph.node if n.op_type == OP_TYPE]
     assert len(nodes) == 16 and all(n.domain == DOMAIN for n in nodes)
@@ -265,18 +257,18 @@ def test_calibration_set(tiny_checkpoint, export_fp32, tmp_path):
     from sv3d_trt.export.quantize import CALIBRATION_PATH, load_calibration
     from sv3d_trt.preprocess import example_image_path
 
-    info = record_calibration(tiny_checkpoint, tmp_path, images=[example_image_path("toy")], seeds=[0, 1], steps=4)
-    assert info["samples"] == 8 and info["recorded_steps"] == [0, 1, 2, 3]
+    info = record_calibration(tiny_checkpoint, tmp_path, images=[example_image_path("toy")], seeds=[0, 1], steps=3)
+    assert info["samples"] == 6 and info["recorded_steps"] == [0, 1, 2]
     assert [g["orbit"] for g in info["generations"]] == ["static", "dynamic"]
     shutil.copy(export_fp32 / "denoise_step.onnx", tmp_path / "denoise_step.onnx")
     calib = load_calibration(tmp_path / CALIBRATION_PATH, tmp_path / "denoise_step.onnx")
-    assert list(calib.generation) == [0] * 4 + [1] * 4 and list(calib.step) == [0, 1, 2, 3] * 2
-    assert not np.allclose(calib.feeds["vector"][0], calib.feeds["vector"][4])  # static vs dynamic orbit
+    assert list(calib.generation) == [0] * 3 + [1] * 3 and list(calib.step) == [0, 1, 2] * 2
+    assert not np.allclose(calib.feeds["vector"][0], calib.feeds["vector"][3])  # static vs dynamic orbit
     step = _session(tmp_path / "denoise_step.onnx")
-    for i in (0, 1, 2):
+    for i in (0, 1, 3, 4):
         (x_next,) = step.run(None, calib.sample(i))
         assert rel_err(x_next, calib.feeds["x"][i + 1]) <= 1e-4
-    assert calib.feeds["sigma_next"][3][0] == 0.0
+    assert calib.feeds["sigma_next"][2][0] == 0.0
 
 
 @pytest.mark.slow
