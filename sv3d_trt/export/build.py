@@ -22,7 +22,7 @@ from types import ModuleType
 
 from ..errors import BackendUnavailableError, StaleEngineError
 from ..fileio import atomic_path, write_bytes_atomic
-from ..runtime.trt_import import backend_of, ensure_parser_library, import_tensorrt
+from ..runtime.trt_import import backend_of, ensure_parser_library, import_tensorrt, logger_class
 from .manifest import (
     ENGINE_SUFFIX,
     MANIFEST_NAME,
@@ -48,27 +48,6 @@ _DTYPE_NAMES = {
     "FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
     "INT32": "int32", "INT64": "int64", "BOOL": "bool", "FP8": "float8_e4m3fn", "INT4": "int4",
 }
-
-
-@functools.cache
-def _logger_class(trt: ModuleType):
-    class CollectingLogger(trt.ILogger):
-        """Forwards TensorRT's messages to `logging` and keeps the errors for the exception."""
-
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity, msg):
-            if severity <= trt.ILogger.Severity.ERROR:
-                self.errors.append(msg.strip())
-                log.error("%s", msg)
-            elif severity == trt.ILogger.Severity.WARNING:
-                log.warning("%s", msg)
-            else:
-                log.debug("%s", msg)
-
-    return CollectingLogger
 
 
 @functools.cache
@@ -124,7 +103,7 @@ class EngineBuilder:
         self.trt = trt
         self.progress = progress
         self.timing_cache = timing_cache
-        self.logger = _logger_class(trt)()
+        self.logger = logger_class(trt)()
         self.builder = trt.Builder(self.logger)
 
     @property

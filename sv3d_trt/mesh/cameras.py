@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cameras import look_at_origin
 from ..errors import CameraError
 
 SV3D_FOV_DEG = 33.8  # vertical field of view of the SV3D training renders
@@ -40,18 +41,6 @@ def sv3d_orbit(num_frames: int = 21, elevation_deg: float = 10.0) -> tuple[list[
     """The reference static orbit: frame i at azimuth (i+1) 360/T mod 360, the last frame at 0."""
     azimuths = [((i + 1) * 360.0 / num_frames) % 360.0 for i in range(num_frames)]
     return [float(elevation_deg)] * num_frames, azimuths
-
-
-def look_at_origin(elevation_deg: float, azimuth_deg: float, radius: float) -> np.ndarray:
-    """Camera-to-world (4, 4): columns right, down, forward, position (see the module sketch)."""
-    e, a = math.radians(elevation_deg), math.radians(azimuth_deg)
-    position = radius * np.array([math.cos(e) * math.cos(a), math.cos(e) * math.sin(a), math.sin(e)])
-    forward = -position / radius
-    right = np.array([-math.sin(a), math.cos(a), 0.0])
-    down = np.cross(forward, right)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, down, forward, position
-    return c2w
 
 
 def orbit_cameras(elevations_deg, azimuths_deg, fov_deg: float = SV3D_FOV_DEG, radius: float = SV3D_RADIUS,

@@ -22,11 +22,9 @@ engine's chunk size; a second stream copies chunk k to pinned memory while chunk
 """
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
@@ -37,7 +35,7 @@ from ..models.config import SV3DConfig, get_config
 from ..sampler import initial_noise_scale
 from . import cuda
 from .backend import Backend, Conditioning, non_finite_error, pad_chunk
-from .trt_import import import_tensorrt
+from .trt_import import import_tensorrt, logger_class
 from .trt_plan import (
     GRAPHS,
     BufferPlan,
@@ -57,27 +55,6 @@ COND_AUG = 1e-5  # noise added to the image before the VAE encoder (sv3d.md §4.
 # Buffers with pinned host staging: the ones the host writes or reads; the rest stay on the GPU.
 STAGED = ("clip.image", "vae_encoder.image", "clip_embedding", "vae_encoder.latent", "denoise_step.concat_latent",
           "denoise_step.vector", "denoise_step.cfg_scales", "vae_decoder.latent")
-
-
-@functools.cache
-def _logger_class(trt: ModuleType):
-    class Logger(trt.ILogger):
-        """Routes TensorRT messages to `logging` and keeps the errors for exceptions."""
-
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity, msg):
-            if severity <= trt.ILogger.Severity.ERROR:
-                self.errors.append(msg.strip())
-                log.error("%s", msg)
-            elif severity == trt.ILogger.Severity.WARNING:
-                log.warning("%s", msg)
-            else:
-                log.debug("%s", msg)
-
-    return Logger
 
 
 def device_index(device: str | int) -> int:
@@ -176,7 +153,7 @@ class TensorRTBackend(Backend):
             register_temporal_attention_plugin(trt)
 
         # 2. engines and contexts; one scratch allocation shared by every context
-        self.logger = _logger_class(trt)()
+        self.logger = logger_class(trt)()
         self.runtime = trt.Runtime(self.logger)
         self.engines = {g: self._deserialize(g) for g in GRAPHS}
         self._check_engine_io()

@@ -9,8 +9,10 @@ backend wins and fails loudly when its package is missing.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import logging
 import os
 from pathlib import Path
 from types import ModuleType
@@ -123,3 +125,26 @@ def ensure_parser_library(libs_dir: str | os.PathLike | None = None) -> Path | N
             f"`ln -s {_RTX_CORE_SONAME} {link}`"
         ) from e
     return link
+
+
+@functools.cache
+def logger_class(trt: ModuleType):
+    """An ILogger for `trt` that forwards to `logging` and keeps the errors, so a failed
+    build or load can raise them in its exception instead of leaving them on stderr."""
+    log = logging.getLogger("sv3d_trt.tensorrt")
+
+    class CollectingLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):
+            if severity <= trt.ILogger.Severity.ERROR:
+                self.errors.append(msg.strip())
+                log.error("%s", msg)
+            elif severity == trt.ILogger.Severity.WARNING:
+                log.warning("%s", msg)
+            else:
+                log.debug("%s", msg)
+
+    return CollectingLogger
