@@ -134,7 +134,8 @@ def demo(out, steps, seed):
 @click.option("--calib-images", type=click.Path(exists=True, file_okay=False), default=None,
               help="folder of images for the int8/fp8 calibration set (default: the bundled examples)")
 @click.option("--calib-seeds", type=click.IntRange(0, 100), default=2, show_default=True,
-              help="seeded generations per calibration image (0: no calibration set)")
+              help="seeded 50-step generations per calibration image (0: no calibration set; "
+                   "full-size checkpoints need --device cuda for this)")
 @click.option("--decode-chunk", type=click.IntRange(1, 21), default=7, show_default=True,
               help="frames per VAE decoder call (fixed in the graph)")
 @click.option("--device", default="cpu", show_default=True, help="device of the calibration generations")

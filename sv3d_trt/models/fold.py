@@ -21,6 +21,12 @@ order, first `transformer_blocks.0.attn2` (spatial), then `time_stack.0.attn2` (
 The plain model stays the reference; `fold_cross_attention` returns a folded copy that shares
 the weight tensors (no extra memory) and works in any dtype, on any device, with no host
 syncs, so it exports and torch.compiles.
+
+Equality (tests/export/test_fold.py, tiny config, random weights): every attn2 output of a real
+forward equals its folded value to 9.7e-16 relative in fp64 (the per-module claim); end to end
+in fp32 the folded UNet differs from the plain one by 8.4e-7 .. 9.7e-7 relative (4 seeds),
+GEMM rounding of to_out on 2 rows instead of 2T*L, below the model's own fp32 floor (a one-ulp
+perturbation of x moves the output by 1.7e-6).
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ DECODE_CHUNK = 7
 
 def _session(path) -> "ort.InferenceSession":
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -34,9 +34,18 @@ def _run(path, names, inputs) -> list[np.ndarray]:
     return _session(path).run(None, {n: t.numpy() for n, t in zip(names, inputs)})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core runner two spinning OpenMP threads per process made
+    the tiny UNet 5-50x slower (measured 0.15 s per forward with 1 thread, 0.8-9 s with 2)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def models(tiny_checkpoint):
-    torch.set_num_threads(2)
     return load_checkpoint(tiny_checkpoint)
 
 
