@@ -17,36 +17,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models.attention import FRAME_EMBED_PERIOD, SpatialVideoTransformer
-from ..models.unet_blocks import AlphaBlender, timestep_embedding
+from ..models.attention import SpatialVideoTransformer
+from ..models.unet_blocks import AlphaBlender
 from .blender import Blender, as_blender
 
 
 class HoistedSpatialVideoTransformer(SpatialVideoTransformer):
     """SpatialVideoTransformer reading its frame embedding from the `frame_emb` buffer (T, C)."""
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
-        # x: (B*T, C, H, W); context: (B*T, M, C_ctx) -- reference: SpatialVideoTransformer.forward
-        n, c, h, w = x.shape
-        x_in = x
-        first = context.view(n // frames, frames, *context.shape[1:])[:, :1]  # (B, 1, M, C_ctx)
-        time_context = first.expand(-1, frames, -1, -1).reshape(context.shape)  # (B*T, M, C_ctx)
-        x = self.norm(x).flatten(2).transpose(1, 2)  # (B*T, H*W, C)
-        x = self.proj_in(x)
-        x = self.transformer_blocks[0](x, context)
-        tagged = (x.unflatten(0, (-1, frames)) + self.frame_emb[:, None, :]).flatten(0, 1)  # (B*T, H*W, C)
-        x_mix = self.time_stack[0](tagged, time_context, frames)
-        x = self.time_mixer(x, x_mix)
-        x = self.proj_out(x).transpose(1, 2).reshape(n, c, h, w)  # (B*T, C, H, W)
-        return x + x_in
+    def frame_embedding(self, n: int, frames: int) -> torch.Tensor:
+        return self.frame_emb.repeat(n // frames, 1)[:, None, :]  # (B*T, 1, C)
 
 
 @torch.no_grad()
 def frame_embedding(svt: SpatialVideoTransformer, frames: int) -> torch.Tensor:
     """time_pos_embed(sinusoid(0..T-1)) in the weights' dtype, as the reference computes per call: (T, C)."""
-    weight = svt.proj_in.weight
-    index = torch.arange(frames, device=weight.device)
-    return svt.time_pos_embed(timestep_embedding(index, weight.shape[0], FRAME_EMBED_PERIOD).to(weight.dtype))
+    return SpatialVideoTransformer.frame_embedding(svt, frames, frames)[:, 0]
 
 
 def hoist_invariants(unet: nn.Module) -> None:

@@ -167,6 +167,13 @@ class SpatialVideoTransformer(nn.Module):
         )
         self.time_mixer = AlphaBlender()
 
+    def frame_embedding(self, n: int, frames: int) -> torch.Tensor:
+        """time_pos_embed(sinusoid(frame index)) for each of the n = B*T rows: (B*T, 1, C)."""
+        weight = self.proj_in.weight
+        frame_index = torch.arange(frames, device=weight.device).repeat(n // frames)  # (B*T,)
+        emb = timestep_embedding(frame_index, weight.shape[0], FRAME_EMBED_PERIOD).to(weight.dtype)
+        return self.time_pos_embed(emb)[:, None, :]
+
     def forward(self, x: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
         # x: (B*T, C, H, W); context: (B*T, M, C_ctx)
         n, c, h, w = x.shape
@@ -181,9 +188,7 @@ class SpatialVideoTransformer(nn.Module):
         x = self.proj_in(x)
 
         # 3. Frame-index embedding: sinusoid(0..T-1), one row per frame of every video.
-        frame_index = torch.arange(frames, device=x.device).repeat(n // frames)  # (B*T,)
-        frame_emb = self.time_pos_embed(timestep_embedding(frame_index, c, FRAME_EMBED_PERIOD).to(x.dtype))
-        frame_emb = frame_emb[:, None, :]  # (B*T, 1, C)
+        frame_emb = self.frame_embedding(n, frames)  # (B*T, 1, C)
 
         # 4. Spatial block, temporal block on the frame-tagged copy, learned blend.
         x = self.transformer_blocks[0](x, context)
