@@ -14,7 +14,6 @@ builder flag (tensorrt.md).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..errors import BackendUnavailableError, StaleEngineError
 from ..fileio import atomic_path, write_bytes_atomic
 from ..runtime.trt_import import backend_of, ensure_parser_library, import_tensorrt, logger_class
 from .manifest import (
+    read_export_info,
     ENGINE_SUFFIX,
     MANIFEST_NAME,
     Manifest,
@@ -37,7 +37,6 @@ from .manifest import (
 
 log = logging.getLogger(__name__)
 
-EXPORT_INFO = "export.json"
 GRAPHS = ("clip", "vae_encoder", "vae_decoder", "context", "denoise_step")
 QUANTIZED_GRAPH = "denoise_step"  # the only graph run 50x per generation; the calibration set is its feeds
 TIMING_CACHE = "timing.cache"
@@ -237,19 +236,6 @@ def save_engine(plan: memoryview, path: Path) -> None:
     """Atomic: an interrupted write leaves the previous file (or none), never half an engine."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         _write_chunks(f, plan)
-
-
-def read_export_info(onnx_dir: Path) -> dict:
-    path = onnx_dir / EXPORT_INFO
-    if not path.is_file():
-        raise StaleEngineError(
-            f"{path} not found: {onnx_dir} is not an export directory; "
-            "create one with `sv3d-trt export --checkpoint CKPT --out DIR`"
-        )
-    info = json.loads(path.read_text())
-    if "precision" not in info:
-        raise StaleEngineError(f"{path} does not record the export precision; re-run `sv3d-trt export`")
-    return info
 
 
 def graphs_to_build(onnx_dir: Path, export_info: dict) -> list[str]:

@@ -287,3 +287,24 @@ def check_compatible(
             f"engines in {manifest.directory} cannot be used here: " + "; ".join(problems)
             + f". Rebuild with: {manifest.rebuild_command(backend=backend, targets=[gpu])}"
         )
+
+
+EXPORT_INFO = "export.json"  # written by `sv3d-trt export` beside the ONNX graphs
+
+
+def read_export_info(directory: str | Path) -> dict:
+    """export.json of an export directory; StaleEngineError naming the export command when it is
+    absent, unreadable or does not record the export precision."""
+    path = Path(directory) / EXPORT_INFO
+    if not path.is_file():
+        raise StaleEngineError(
+            f"{path} not found: {directory} is not an export directory; "
+            f"create one with `sv3d-trt export --checkpoint CKPT --out {directory}`"
+        )
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise StaleEngineError(f"{path} is unreadable ({e}); re-run `sv3d-trt export`") from e
+    if "precision" not in info:
+        raise StaleEngineError(f"{path} does not record the export precision; re-run `sv3d-trt export`")
+    return info

@@ -12,7 +12,6 @@ plain `run` with numpy is already copy-free.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, StaleEngineError
+from ..export.manifest import EXPORT_INFO, read_export_info as read_manifest_export_info
 from ..models.config import get_config
 from .backend import Backend, Conditioning, chunk_ranges, pad_chunk
 
 log = logging.getLogger(__name__)
 
-EXPORT_INFO = "export.json"
 GRAPHS = ("clip", "vae_encoder", "vae_decoder", "context", "denoise_step")
 COND_AUG = 1e-5  # noise added to the image before the VAE encoder (sv3d.md §4.2); CLIP sees it clean
 _INSTALL = "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)"
@@ -40,17 +39,9 @@ def _import_ort():
 
 
 def read_export_info(directory: str | Path) -> dict:
-    """export.json of an export directory; StaleEngineError naming the export command if absent."""
+    """export.json of an export directory, which must list every graph the pipeline runs."""
+    info = read_manifest_export_info(directory)
     path = Path(directory) / EXPORT_INFO
-    if not path.is_file():
-        raise StaleEngineError(
-            f"{path} not found: {directory} is not an export directory; "
-            f"create one with `sv3d-trt export --checkpoint CKPT --out {directory}`"
-        )
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise StaleEngineError(f"{path} is unreadable ({e}); re-run `sv3d-trt export`") from e
     missing = [g for g in GRAPHS if g not in info.get("graphs", {})]
     if missing:
         raise StaleEngineError(f"{path} lists no {', '.join(missing)} graph; re-run `sv3d-trt export` for all graphs")
