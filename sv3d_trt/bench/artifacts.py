@@ -10,10 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from ..export.manifest import EXPORT_INFO, MANIFEST_NAME
 from .flops import onnx_graph_flops
-
-EXPORT_INFO = "export.json"  # written by sv3d_trt.export.onnx_export
-MANIFEST = "manifest.json"  # written by sv3d_trt.export.build
 
 
 def _read_json(path: Path) -> dict | None:
@@ -38,7 +36,7 @@ def describe_artifacts(directory: str | os.PathLike) -> dict:
         out["precision"] = export.get("precision")
         out["export_seconds"] = {g: e["export_seconds"] for g, e in export.get("graphs", {}).items()
                                  if "export_seconds" in e}
-    manifest = _read_json(directory / MANIFEST)
+    manifest = _read_json(directory / MANIFEST_NAME)
     if manifest is not None:
         out["precision"] = manifest.get("precision")
         out["builder"] = manifest.get("builder")

@@ -43,12 +43,11 @@ from ..fileio import write_json_atomic
 from ..models.checkpoint import inspect_checkpoint, load_checkpoint
 from ..models.fold import attn2_names, fold_flops_removed
 from .graphs import GRAPH_NAMES, GraphIO, build_graph, graph_io
-from .manifest import sha256_file
+from .manifest import EXPORT_INFO, sha256_file
 
 log = logging.getLogger(__name__)
 
 OPSET = 20
-EXPORT_INFO = "export.json"
 EXPORT_PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_DECODE_CHUNK = 7  # divides the 21 frames: three decoder calls, no padded chunk
 # Weights above 1 GB (half protobuf's 2 GB limit, leaving room for the graph and folded

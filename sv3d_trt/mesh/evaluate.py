@@ -2,7 +2,7 @@
 
 Ground-truth frames are rendered by our rasteriser at twice the working resolution and
 area-downsampled (antialiased like real renders), on white, with simple shading: albedo x
-(0.35 + 0.65 max(0, n.l)) for a fixed world light l. Albedo is the mesh's vertex colour (textures
+(0.35 + 0.65 max(0, n.l)) for a fixed world light l, flat across creases. Albedo is the mesh's vertex colour (textures
 are sampled per vertex) or grey 0.7. Both meshes are normalised (bbox centred, largest side 1)
 before scoring; `psnr` compares the textured re-render with the input views.
 """
@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import trimesh
@@ -26,10 +27,17 @@ from .shapes import normalise
 
 LIGHT = (0.3, -0.5, 0.8)
 AMBIENT, DIFFUSE, GREY = 0.35, 0.65, 0.7
+CREASE_DEGREES = 30.0
 
 
 def render_ground_truth(mesh: trimesh.Trimesh, cameras: dict, resolution: int) -> torch.Tensor:
-    """(N, R, R, 3) float frames of a normalised mesh, 2x supersampled."""
+    """(N, R, R, 3) float frames of a normalised mesh, 2x supersampled.
+
+    Vertices are split along creases sharper than CREASE_DEGREES first, so a box's faces are flat
+    shaded as a real render shows them (shared corner normals would shade each face as a gradient
+    that no flat geometry explains) while smooth surfaces stay smooth.
+    """
+    mesh = trimesh.graph.smooth_shade(mesh, angle=np.radians(CREASE_DEGREES))
     vertices = torch.tensor(mesh.vertices, dtype=torch.float32)
     faces = torch.tensor(mesh.faces, dtype=torch.long)
     colors = torch.full_like(vertices, GREY)

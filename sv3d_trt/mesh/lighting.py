@@ -37,3 +37,32 @@ class SphericalHarmonicsLight(nn.Module):
 
     def forward(self, normals: torch.Tensor) -> torch.Tensor:  # (K, 3) -> (K, 1)
         return (sh_basis(normals) @ self.coefficients).clamp_min(0.0)[:, None]
+
+
+
+
+class LightSolver:
+    """Closed-form light: the least-squares SH coefficients for colour ~ albedo x E(n).
+
+    Each optimisation step sees only a few views, so the normal equations are accumulated over
+    steps, older ones decaying, and solved (9 x 9) after each. Gradient steps on the light lose the
+    race against per-vertex albedo, which then bakes the shading in (a grey box came out with
+    per-face albedos up to 1.7x apart); solving it outright keeps shading in the light.
+    """
+
+    def __init__(self, decay: float = 0.8, ridge: float = 1e-4):
+        self.decay, self.ridge = decay, ridge
+        self.gram: torch.Tensor | None = None  # (9, 9)
+        self.rhs: torch.Tensor | None = None  # (9,)
+
+    @torch.no_grad()
+    def update(self, light: SphericalHarmonicsLight, albedo: torch.Tensor, normals: torch.Tensor,
+               target: torch.Tensor) -> None:
+        """Add K samples (albedo, unit normal, target colour; each (K, 3)) and re-solve light in place."""
+        design = (albedo[:, :, None] * sh_basis(normals)[:, None, :]).reshape(-1, 9)  # (3K, 9)
+        gram, rhs = design.T @ design, design.T @ target.reshape(-1)
+        if self.gram is not None:
+            gram, rhs = self.decay * self.gram + gram, self.decay * self.rhs + rhs
+        self.gram, self.rhs = gram, rhs
+        damping = self.ridge * torch.trace(gram) / 9.0 + 1e-12
+        light.coefficients.copy_(torch.linalg.solve(gram + damping * torch.eye(9, device=gram.device), rhs))

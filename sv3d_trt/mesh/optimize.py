@@ -7,7 +7,12 @@ Positions use one second moment per vertex (|g|^2), which keeps each vertex's st
 
 `fit` is the loop: render a few random views, losses on colour (albedo x SH irradiance) and
 mask, Laplacian + normal-consistency + albedo-smoothness regularisers, Adam, and a remesh every
-`remesh_every` steps.
+`remesh_every` steps. The light is solved in closed form after every step (`LightSolver`), and the
+albedo stays at the mean colour for the first `albedo_delay` of the steps, so shading lands in the
+light and the geometry rather than in the texture. The first `refill_rounds` remeshes also re-span
+what no camera sees with the membrane over its (moving) rim (`sv3d_trt.mesh.unseen`): a box's
+unseen top and bottom then land flat on the edges the masks place. Later steps leave those
+regions to the regularisers, which round a curved underside (a sphere's cap) back out.
 """
 from __future__ import annotations
 
@@ -16,13 +21,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
-from .cameras import Views
-from .lighting import SphericalHarmonicsLight
+from .cameras import Views, project
+from .lighting import LightSolver, SphericalHarmonicsLight
 from .masks import Frames
 from .regularize import adjacent_faces, laplacian_energy, normal_consistency, uniform_laplacian
 from .remesh import calc_edges, remesh
-from .render import render
+from .render import fragments, interpolate, render, vertex_normals
+from .unseen import fill_unseen, seen_vertices
 
 
 @dataclass(frozen=True)
@@ -33,12 +40,13 @@ class FitConfig:
     remesh_every: int = 10
     lr_position: float = 0.002  # fraction of the object's largest side per step (Adam step size)
     lr_albedo: float = 0.03
-    lr_light: float = 0.02
+    albedo_delay: float = 0.3  # fraction of the steps with the albedo held, so the light takes the shading first
     weight_color: float = 1.0
     weight_mask: float = 1.0
     weight_laplacian: float = 0.02
     weight_normal: float = 0.05
     weight_albedo_smooth: float = 0.02
+    refill_rounds: int = 3
     seed: int = 0
 
 
@@ -67,7 +75,7 @@ class MeshOptimizer:
         self.albedo.grad = None
 
     @torch.no_grad()
-    def step(self, lr_scale: float = 1.0) -> None:
+    def step(self, lr_scale: float = 1.0, albedo: bool = True) -> None:
         self.steps += 1
         b1, b2 = self.betas
         g_pos = self.vertices.grad if self.vertices.grad is not None else torch.zeros_like(self.vertices)
@@ -79,7 +87,8 @@ class MeshOptimizer:
         m_hat = self.moments["m"] / (1 - b1 ** self.steps)
         v_hat = self.moments["v"] / (1 - b2 ** self.steps)
         self.vertices -= lr_scale * self.lr_position * m_hat[:, :3] / (v_hat[:, :1].sqrt() + self.eps)
-        self.albedo -= lr_scale * self.lr_albedo * m_hat[:, 3:] / (v_hat[:, 1:].sqrt() + self.eps)
+        if albedo:
+            self.albedo -= lr_scale * self.lr_albedo * m_hat[:, 3:] / (v_hat[:, 1:].sqrt() + self.eps)
         self.albedo.clamp_(0.0, 1.0)
 
     @torch.no_grad()
@@ -94,11 +103,32 @@ class MeshOptimizer:
         self.edges = calc_edges(faces)[0]
         self.face_pairs = adjacent_faces(faces)
 
+    @torch.no_grad()
+    def fill_unseen(self, views: Views) -> None:
+        """Move unseen vertices onto the membrane over the seen ones; their optimiser state restarts."""
+        seen = seen_vertices(self.vertices.detach(), self.faces, views)
+        self.vertices = fill_unseen(self.vertices.detach(), self.faces, seen).requires_grad_()
+        for moment in self.moments.values():
+            moment[~seen] = 0.0
+
 
 def _initial_albedo(frames: Frames, vertices: torch.Tensor) -> torch.Tensor:
     """Mean foreground colour everywhere: a neutral start that lets lighting and albedo separate."""
     mean = (frames.rgb * frames.mask[..., None]).sum((0, 1, 2)) / frames.mask.sum().clamp_min(1.0)
     return mean.expand(len(vertices), 3).clone()
+
+
+@torch.no_grad()
+def _update_light(solver: LightSolver, light: SphericalHarmonicsLight, opt: MeshOptimizer, out, views: Views,
+                  frames: Frames, index: torch.Tensor) -> None:
+    """Re-solve the light from this step's fully covered pixels (mask > 0.99: no edge blending)."""
+    vertices = opt.vertices.detach()
+    frags = fragments(project(vertices, views), opt.faces, out.raster)
+    inside = frames.mask[index].reshape(-1)[frags.pixel] > 0.99
+    normals = F.normalize(interpolate(vertex_normals(vertices, opt.faces), opt.faces, frags), dim=-1, eps=1e-12)
+    albedo = interpolate(opt.albedo.detach(), opt.faces, frags)
+    target = frames.rgb[index].reshape(-1, 3)[frags.pixel]
+    solver.update(light, albedo[inside], normals[inside], target[inside])
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,8 +145,8 @@ def fit(vertices: torch.Tensor, faces: torch.Tensor, frames: Frames, views: View
     """Optimise a closed mesh against frames (at views.resolution). scale = the object's largest side."""
     opt = MeshOptimizer(vertices, faces, _initial_albedo(frames, vertices), config.edge_length * scale,
                         config.lr_position * scale, config.lr_albedo)
-    light = SphericalHarmonicsLight().to(vertices.device)
-    light_opt = torch.optim.Adam(light.parameters(), lr=config.lr_light)
+    light = SphericalHarmonicsLight().to(vertices.device).requires_grad_(False)
+    light_solver = LightSolver()
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.empty(0, dtype=torch.long)
     losses = []
@@ -131,11 +161,11 @@ def fit(vertices: torch.Tensor, faces: torch.Tensor, frames: Frames, views: View
             order = torch.cat([order, torch.randperm(len(views), generator=generator)])
         index, order = order[:config.views_per_step], order[config.views_per_step:]
         index = index.to(vertices.device)
+        subset = views.subset(index)
         # Cosine decay to 10 %: large moves early, fine convergence at the end.
         lr_scale = 0.1 + 0.45 * (1.0 + math.cos(math.pi * it / config.iters))
         opt.zero_grad()
-        light_opt.zero_grad()
-        out = render(opt.vertices, opt.faces, views.subset(index), colors=opt.albedo, shading=light)
+        out = render(opt.vertices, opt.faces, subset, colors=opt.albedo, shading=light)
         color = (out.image - frames.rgb[index]).pow(2).mean()
         mask = (out.alpha - frames.mask[index]).pow(2).mean()
         smooth_albedo = uniform_laplacian(opt.albedo, opt.edges).pow(2).sum(-1).mean()
@@ -144,13 +174,13 @@ def fit(vertices: torch.Tensor, faces: torch.Tensor, frames: Frames, views: View
                 + config.weight_normal * normal_consistency(opt.vertices, opt.faces, opt.face_pairs)
                 + config.weight_albedo_smooth * smooth_albedo * 100.0)
         loss.backward()
-        opt.step(lr_scale)
-        for group in light_opt.param_groups:
-            group["lr"] = config.lr_light * lr_scale
-        light_opt.step()
+        opt.step(lr_scale, albedo=it >= config.albedo_delay * config.iters)
+        _update_light(light_solver, light, opt, out, subset, frames, index)
         losses.append(float(loss.detach()))  # sync
         if (it + 1) % config.remesh_every == 0 and it + 1 < config.iters:
             opt.remesh()
+            if (it + 1) // config.remesh_every <= config.refill_rounds:
+                opt.fill_unseen(views)
         if progress is not None:
             progress(1)
     return FitResult(opt.vertices.detach(), opt.faces, opt.albedo.detach(), light, losses)

@@ -16,10 +16,9 @@ from pathlib import Path
 
 from ..backends import canonical_backend
 from ..errors import BackendUnavailableError, StaleEngineError
+from ..export.manifest import EXPORT_INFO, MANIFEST_NAME
 from .backend import Backend, backend_class
 
-MANIFEST = "manifest.json"
-EXPORT_INFO = "export.json"
 TORCH_BACKENDS = ("torch-eager", "torch-compile", "torch-fast")
 ENGINE_BACKENDS = ("tensorrt", "tensorrt-rtx")
 # backend -> (python module it needs, install command)
@@ -34,7 +33,7 @@ _REQUIREMENTS = {
 def artifact_kind(path: str | Path) -> str:
     """"engines", "onnx" or "checkpoint"; StaleEngineError naming the commands that make one."""
     path = Path(path)
-    if path.is_dir() and (path / MANIFEST).is_file():
+    if path.is_dir() and (path / MANIFEST_NAME).is_file():
         return "engines"
     if path.is_dir() and (path / EXPORT_INFO).is_file():
         return "onnx"
@@ -49,9 +48,9 @@ def artifact_kind(path: str | Path) -> str:
 
 def _manifest_backend(path: Path) -> str:
     try:
-        return json.loads((path / MANIFEST).read_text())["builder"]["backend"]
+        return json.loads((path / MANIFEST_NAME).read_text())["builder"]["backend"]
     except (OSError, ValueError, KeyError) as e:
-        raise StaleEngineError(f"{path / MANIFEST} is unreadable ({e}); rebuild with `sv3d-trt build`") from e
+        raise StaleEngineError(f"{path / MANIFEST_NAME} is unreadable ({e}); rebuild with `sv3d-trt build`") from e
 
 
 def choose_backend(path: str | Path, backend: str | None = None) -> str:

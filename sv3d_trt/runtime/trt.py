@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailableError, StaleEngineError
-from ..export.manifest import Manifest, arch_name, check_compatible, load_manifest
+from ..export.manifest import EXPORT_INFO, Manifest, arch_name, check_compatible, load_manifest
 from ..fileio import write_bytes_atomic
 from ..models.config import SV3DConfig, get_config
 from ..sampler import initial_noise_scale
@@ -105,7 +105,7 @@ def check_engines(manifest: Manifest, backend: str, trt_version: str,
 def _read_export_info(manifest: Manifest) -> dict | None:
     import json
 
-    path = Path(manifest.data.get("onnx_dir") or "") / "export.json"
+    path = Path(manifest.data.get("onnx_dir") or "") / EXPORT_INFO
     try:
         return json.loads(path.read_text()) if path.is_file() else None
     except (OSError, ValueError):
