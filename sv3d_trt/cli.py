@@ -294,7 +294,7 @@ def mesh_command(frames_dir, cameras_path, out, iters, resolution, device):
 @main.command("mesh-eval")
 @click.argument("mesh_file")
 @click.option("--resolution", type=int, default=128, show_default=True)
-@click.option("--iters", type=int, default=60, show_default=True)
+@click.option("--iters", type=int, default=100, show_default=True)
 @click.option("--elevation", type=float, default=10.0, show_default=True, help="orbit elevation in degrees")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write the scores here")
 @_friendly

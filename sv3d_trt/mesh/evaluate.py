@@ -53,7 +53,7 @@ def render_ground_truth(mesh: trimesh.Trimesh, cameras: dict, resolution: int) -
     return F.avg_pool2d(big.image.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).contiguous()
 
 
-def evaluate(mesh, resolution: int = 128, iters: int = 60, elevation_deg: float = 10.0,
+def evaluate(mesh, resolution: int = 128, iters: int = 100, elevation_deg: float = 10.0,
              config: MeshConfig | None = None, samples: int = 100_000, out_dir: str | Path | None = None) -> dict:
     """Scores of the reconstruction of `mesh` (a path or a watertight trimesh) as a JSON-ready dict."""
     gt = normalise(load_watertight(mesh) if isinstance(mesh, (str, Path)) else mesh)
