@@ -2,8 +2,8 @@
 
 Ground-truth frames are rendered by our rasteriser at twice the working resolution and
 area-downsampled (antialiased like real renders), on white, with simple shading: albedo x
-(0.35 + 0.65 max(0, n.l)) for a fixed world light l, flat across creases. Albedo is the mesh's vertex colour (textures
-are sampled per vertex) or grey 0.7. Both meshes are normalised (bbox centred, largest side 1)
+(0.35 + 0.65 max(0, n.l)) for a fixed world light l, flat across creases. Albedo is the mesh's
+vertex colour (textures are sampled per vertex) or grey 0.7. Both meshes are normalised (bbox centred, largest side 1)
 before scoring; `psnr` compares the textured re-render with the input views.
 """
 from __future__ import annotations

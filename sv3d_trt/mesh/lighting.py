@@ -39,15 +39,13 @@ class SphericalHarmonicsLight(nn.Module):
         return (sh_basis(normals) @ self.coefficients).clamp_min(0.0)[:, None]
 
 
-
-
 class LightSolver:
     """Closed-form light: the least-squares SH coefficients for colour ~ albedo x E(n).
 
     Each optimisation step sees only a few views, so the normal equations are accumulated over
     steps, older ones decaying, and solved (9 x 9) after each. Gradient steps on the light lose the
     race against per-vertex albedo, which then bakes the shading in (a grey box came out with
-    per-face albedos up to 1.7x apart); solving it outright keeps shading in the light.
+    per-face albedos 1.6x apart); solving it outright keeps shading in the light.
     """
 
     def __init__(self, decay: float = 0.8, ridge: float = 1e-4):
