@@ -56,7 +56,11 @@ class LightSolver:
     @torch.no_grad()
     def update(self, light: SphericalHarmonicsLight, albedo: torch.Tensor, normals: torch.Tensor,
                target: torch.Tensor) -> None:
-        """Add K samples (albedo, unit normal, target colour; each (K, 3)) and re-solve light in place."""
+        """Add K samples (albedo, unit normal, target colour; each (K, 3)) and re-solve light in place.
+
+        With no samples yet (nothing fully covered) the light keeps its current coefficients."""
+        if self.gram is None and len(albedo) == 0:
+            return
         design = (albedo[:, :, None] * sh_basis(normals)[:, None, :]).reshape(-1, 9)  # (3K, 9)
         gram, rhs = design.T @ design, design.T @ target.reshape(-1)
         if self.gram is not None:

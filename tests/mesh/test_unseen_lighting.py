@@ -30,6 +30,14 @@ def test_light_solver_recovers_the_light_across_batches():
     assert float(error) < 1e-3, float(error)
 
 
+def test_light_solver_without_samples_keeps_the_light():
+    light = SphericalHarmonicsLight()
+    before = light.coefficients.detach().clone()
+    empty = torch.zeros(0, 3)
+    LightSolver().update(light, empty, empty, empty)
+    assert torch.equal(light.coefficients.detach(), before)
+
+
 def test_seen_vertices_of_a_sphere_stop_near_the_orbit_contour():
     # Cameras at 10 degrees elevation, radius 2, see a radius-0.5 sphere from latitude 10 - acos(0.25) = -65.5
     # up to 10 + acos(0.25) = 85.5: the cameras sit below its top.
