@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -37,6 +38,22 @@ def compare(out: torch.Tensor, ref: torch.Tensor) -> dict:
 def assert_close(case_id: str, dtype: str, result: dict) -> None:
     assert result["ref_max"] > 0.1 and result["ref_std"] > 0.01, result  # a non-trivial output first
     assert result["err"] <= TOL[dtype], f"{case_id}: rel err {result['err']:.2e} > {TOL[dtype]:.0e}"
+
+
+def interpreted_suite(script: str, cases: list[dict]):
+    """(module fixture `results`, parametrized test) for a test module: all `cases` run once in one
+    interpreted child process, then each is checked against its reference. Bind both at module level:
+    `results, test_kernel_matches_reference = interpreted_suite(__file__, CASES)`."""
+
+    @pytest.fixture(scope="module")
+    def results():
+        return run_interpreted(script, cases)
+
+    @pytest.mark.parametrize("c", cases, ids=lambda c: c["id"])
+    def test_kernel_matches_reference(results, c):
+        assert_close(c["id"], c["dtype"], results[c["id"]])
+
+    return results, test_kernel_matches_reference
 
 
 def child_main(measure) -> None:

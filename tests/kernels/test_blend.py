@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fused_interpret import DTYPES, assert_close, child_main, compare, run_interpreted
+from fused_interpret import DTYPES, assert_close, child_main, compare, interpreted_suite
 
 from sv3d_trt.kernels import blend as bl
 from sv3d_trt.kernels import fused_ops
@@ -56,14 +56,7 @@ def measure(c: dict) -> dict:
     return compare(out, ref)
 
 
-@pytest.fixture(scope="module")
-def results():
-    return run_interpreted(__file__, CASES)
-
-
-@pytest.mark.parametrize("c", CASES, ids=lambda c: c["id"])
-def test_kernel_matches_reference(results, c):
-    assert_close(c["id"], c["dtype"], results[c["id"]])
+results, test_kernel_matches_reference = interpreted_suite(__file__, CASES)
 
 
 def test_reference_is_the_alpha_blender_of_a_resblock():
