@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,38 +10,9 @@ import torch
 from sv3d_trt.models.clip import CLIPVisionTower, clip_preprocess
 from sv3d_trt.models.config import get_config
 
+from official import official_shapes, randomize_, rel_err
+
 PREFIX = "conditioner.embedders.0.open_clip.model.visual."
-KEYS_TSV = Path(__file__).resolve().parents[2].parent / "shared/reference/sv3d_p_keys.tsv"
-
-
-def official_shapes(prefix: str) -> dict[str, tuple[int, ...]]:
-    """Rows of sv3d_p_keys.tsv under `prefix`, prefix removed."""
-    if not KEYS_TSV.exists():
-        pytest.skip(f"official key list not found at {KEYS_TSV}")
-    shapes = {}
-    for line in KEYS_TSV.read_text().splitlines():
-        if line.startswith("#") or not line.startswith(prefix):
-            continue
-        key, shape = line.split("\t")
-        shapes[key[len(prefix) :]] = tuple(int(d) for d in re.findall(r"\d+", shape))
-    return shapes
-
-
-def randomize_(module: torch.nn.Module, generator: torch.Generator) -> None:
-    """Every tensor random: norm gains around 1, other vectors around 0, matrices ~ 1/sqrt(fan_in)."""
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=generator)
-            if p.ndim >= 2:
-                p.copy_(noise / p[0].numel() ** 0.5)
-            elif re.search(r"(^|\.)(ln_\w+|norm\w*)\.weight$", name):
-                p.copy_(1.0 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
-
-
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual.double() - expected.double()).norm() / expected.double().norm()).item()
 
 
 def open_clip_visual(cfg):

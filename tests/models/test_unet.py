@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +11,8 @@ from sv3d_trt.models.attention import SpatialVideoTransformer, VideoTransformerB
 from sv3d_trt.models.config import get_config
 from sv3d_trt.models.unet import VideoUNet, timestep_embedding
 
-KEYS_TSV = Path(__file__).resolve().parents[2].parent / "shared/reference/sv3d_p_keys.tsv"
+from official import official_shapes, rel_err
+
 PREFIX = "model.diffusion_model."
 FRAMES = 21
 
@@ -21,19 +21,10 @@ torch.set_num_threads(2)
 
 def official_unet_shapes(variant: str) -> list[tuple[str, tuple[int, ...]]]:
     """UNet rows of sv3d_p_keys.tsv, prefix removed, in file order; sv3d_u differs only in label_emb.0.0."""
-    if not KEYS_TSV.exists():
-        pytest.skip(f"official key list not found at {KEYS_TSV}")
-    rows = []
-    for line in KEYS_TSV.read_text().splitlines():
-        if not line.startswith(PREFIX):
-            continue
-        key, shape = line.split("\t")
-        dims = tuple(int(d) for d in re.findall(r"\d+", shape))
-        key = key[len(PREFIX):]
-        if variant == "sv3d_u" and key == "label_emb.0.0.weight":
-            dims = (dims[0], 256)
-        rows.append((key, dims))
-    return rows
+    shapes = official_shapes(PREFIX)
+    if variant == "sv3d_u":
+        shapes["label_emb.0.0.weight"] = (shapes["label_emb.0.0.weight"][0], 256)
+    return list(shapes.items())
 
 
 def randomized(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch.nn.Module:
@@ -54,10 +45,6 @@ def tiny_inputs(cfg, videos: int = 1, seed: int = 1):
     context = torch.randn(videos, 1, cfg.context_dim, generator=gen).repeat_interleave(FRAMES, 0)  # (N, 1, C_ctx)
     cond_aug = torch.rand(videos, generator=gen).repeat_interleave(FRAMES) * 0.1  # (N,)
     return x, c_noise, context, cond_aug
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
 @pytest.fixture(scope="module")
