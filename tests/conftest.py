@@ -46,9 +46,8 @@ def example_image():
 
 
 def rel_err(a, b) -> float:
-    """||a - b|| / ||b|| in float64."""
+    """||a - b|| / ||b|| in float64, for numpy arrays or torch tensors."""
     import numpy as np
 
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    a, b = (np.asarray(x.detach().cpu().double() if hasattr(x, "detach") else x, dtype=np.float64) for x in (a, b))
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))

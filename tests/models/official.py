@@ -1,4 +1,4 @@
-"""Shared by the model tests: the official key list, every-tensor randomisation, relative error."""
+"""Shared by the model tests: the official key list and every-tensor randomisation."""
 from __future__ import annotations
 
 import re
@@ -36,7 +36,3 @@ def randomize_(module: torch.nn.Module, generator: torch.Generator) -> None:
                 p.copy_(1.0 + 0.1 * noise)
             else:
                 p.copy_(0.1 * noise)
-
-
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual.double() - expected.double()).norm() / expected.double().norm()).item()

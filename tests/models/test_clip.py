@@ -10,7 +10,8 @@ import torch
 from sv3d_trt.models.clip import CLIPVisionTower, clip_preprocess
 from sv3d_trt.models.config import get_config
 
-from official import official_shapes, randomize_, rel_err
+from official import official_shapes, randomize_
+from tests.conftest import rel_err
 
 PREFIX = "conditioner.embedders.0.open_clip.model.visual."
 

@@ -11,7 +11,8 @@ from sv3d_trt.models.attention import SpatialVideoTransformer, VideoTransformerB
 from sv3d_trt.models.config import get_config
 from sv3d_trt.models.unet import VideoUNet, timestep_embedding
 
-from official import official_shapes, rel_err
+from official import official_shapes
+from tests.conftest import rel_err
 
 PREFIX = "model.diffusion_model."
 FRAMES = 21

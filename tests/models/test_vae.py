@@ -9,7 +9,8 @@ import torch
 from sv3d_trt.models.config import get_config
 from sv3d_trt.models.vae import VAEDecoder, VAEEncoder
 
-from official import official_shapes, randomize_, rel_err
+from official import official_shapes, randomize_
+from tests.conftest import rel_err
 
 ENCODER_PREFIX = "conditioner.embedders.1.encoder."
 DECODER_PREFIX = "first_stage_model.decoder."
