@@ -193,20 +193,28 @@ def write_manifest(directory: str | os.PathLike, data: dict) -> Manifest:
     return Manifest(data, directory)
 
 
+def _read_record(path: Path, missing: str, remedy: str) -> dict:
+    """The JSON record at `path` (manifest.json, export.json); StaleEngineError saying `missing`
+    when it is absent and `remedy` when it cannot be read."""
+    if not path.is_file():
+        raise StaleEngineError(f"{path} not found: {missing}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise StaleEngineError(f"{path} is unreadable ({e}); {remedy}") from e
+
+
 def load_manifest(directory: str | os.PathLike) -> Manifest:
     """Read `<directory>/manifest.json`; StaleEngineError when missing, unreadable or of an
     unknown format."""
     directory = Path(directory)
     path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise StaleEngineError(
-            f"{path} not found: {directory} holds no engines built by `sv3d-trt build`; "
-            f"build them with `sv3d-trt build --onnx <export dir> --out {directory}`"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise StaleEngineError(f"{path} is unreadable ({e}); rebuild the engines") from e
+    data = _read_record(
+        path,
+        missing=f"{directory} holds no engines built by `sv3d-trt build`; "
+                f"build them with `sv3d-trt build --onnx <export dir> --out {directory}`",
+        remedy="rebuild the engines",
+    )
     if data.get("format") != FORMAT_VERSION:
         raise StaleEngineError(
             f"{path} has format {data.get('format')!r}, this sv3d-trt reads format {FORMAT_VERSION}; "
@@ -296,15 +304,12 @@ def read_export_info(directory: str | Path) -> dict:
     """export.json of an export directory; StaleEngineError naming the export command when it is
     absent, unreadable or does not record the export precision."""
     path = Path(directory) / EXPORT_INFO
-    if not path.is_file():
-        raise StaleEngineError(
-            f"{path} not found: {directory} is not an export directory; "
-            f"create one with `sv3d-trt export --checkpoint CKPT --out {directory}`"
-        )
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise StaleEngineError(f"{path} is unreadable ({e}); re-run `sv3d-trt export`") from e
+    info = _read_record(
+        path,
+        missing=f"{directory} is not an export directory; "
+                f"create one with `sv3d-trt export --checkpoint CKPT --out {directory}`",
+        remedy="re-run `sv3d-trt export`",
+    )
     if "precision" not in info:
         raise StaleEngineError(f"{path} does not record the export precision; re-run `sv3d-trt export`")
     return info
