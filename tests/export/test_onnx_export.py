@@ -34,14 +34,7 @@ def _run(path, names, inputs) -> list[np.ndarray]:
     return _session(path).run(None, {n: t.numpy() for n, t in zip(names, inputs)})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core runner two spinning OpenMP threads per process made
-    the tiny UNet 5-50x slower (measured 0.15 s per forward with 1 thread, 0.8-9 s with 2)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/export/conftest.py
 
 
 @pytest.fixture(scope="module")
