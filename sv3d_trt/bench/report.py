@@ -106,10 +106,11 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds * 1e6:.3g} µs"
 
 
-def _stage_order(result: BenchResult) -> list[str]:
+def _stage_order(stage_names) -> list[str]:
+    """Stage names in first-seen order over the backends' stage lists (or dicts)."""
     stages: list[str] = []
-    for b in result.backends:
-        stages += [s for s in b.stages if s not in stages]
+    for names in stage_names:
+        stages += [s for s in names if s not in stages]
     return stages
 
 
@@ -151,7 +152,7 @@ def render_table(result: BenchResult):
     table.add_column("stage (FLOPs)")
     for b in ran:
         table.add_column(b.name, justify="right")
-    for stage in _stage_order(result):
+    for stage in _stage_order(b.stages for b in result.backends):
         flops = result.flops.get(stage_flops_key(stage))
         label = f"{stage}\n[dim]{flops / 1e9:.4g} GFLOP[/]" if flops else stage
         table.add_row(label, *(_cell(result, b, stage) for b in ran))
@@ -183,9 +184,7 @@ def to_markdown(report: dict) -> str:
     """A saved JSON report as a Markdown table (for bench/RESULTS.md): median [p10–p90] per
     stage and backend, with TFLOP/s, fraction of the measured peak and speed-up."""
     ran = [b for b in report["backends"] if b["status"] == "ok"]
-    stages: list[str] = []
-    for b in ran:
-        stages += [s for s in b["stages"] if s not in stages]
+    stages = _stage_order(b["stages"] for b in ran)
     lines = ["| stage | GFLOP | " + " | ".join(b["name"] for b in ran) + " |",
              "|---|---|" + "---|" * len(ran)]
     for stage in stages:
@@ -225,7 +224,7 @@ def write_plot(result: BenchResult, path: str | os.PathLike) -> None:
     import numpy as np
 
     ran = [b for b in result.backends if b.status == "ok"]
-    stages = _stage_order(result)
+    stages = _stage_order(b.stages for b in result.backends)
     width = 0.8 / max(len(ran), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(stages) * max(len(ran), 1) ** 0.5), 4.5))
     x = np.arange(len(stages))
