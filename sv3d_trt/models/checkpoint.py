@@ -81,8 +81,75 @@ def build_module(component: str, config: SV3DConfig) -> nn.Module:
 # Reading the header: cheap, no tensor data touched.
 
 
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+# Float dtypes we convert from; an integer or bool "weight" is another model's file or a corrupt one.
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json object_pairs_hook: a key given twice would silently keep one of two tensors."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise CheckpointError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_entry(key: str, entry) -> tuple[int, int]:
+    """One tensor's header entry -> its (begin, end) data offsets; CheckpointError text otherwise."""
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"tensor {key!r}: entry is a {type(entry).__name__}, not an object")
+    for field_name in ("dtype", "shape", "data_offsets"):
+        if field_name not in entry:
+            raise CheckpointError(f"tensor {key!r}: no {field_name!r}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str):
+        raise CheckpointError(f"tensor {key!r}: dtype is {dtype!r}, not a string")
+    if dtype not in _ITEMSIZE:
+        raise CheckpointError(f"tensor {key!r}: dtype {dtype!r} is not supported (SV3D weights are floats: "
+                              f"{'/'.join(_ITEMSIZE)})")
+    if not (isinstance(shape, list) and all(_is_count(d) for d in shape)):
+        raise CheckpointError(f"tensor {key!r}: shape {shape!r} is not a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
+        raise CheckpointError(f"tensor {key!r}: data_offsets {offsets!r} is not [begin, end]")
+    begin, end = offsets
+    nbytes = math.prod(shape) * _ITEMSIZE[dtype]
+    if end - begin != nbytes:
+        raise CheckpointError(f"tensor {key!r}: data_offsets {offsets} span {end - begin} bytes, but "
+                              f"{dtype} {shape} needs {nbytes}")
+    return begin, end
+
+
+def _check_tiling(path: Path, spans: list[tuple[int, int, str]], data_size: int) -> None:
+    """Tensor data must tile [0, data_size) exactly, as safetensors requires: no overlap, no gap."""
+    position, previous = 0, None
+    for begin, end, key in sorted(spans):
+        if begin < position:
+            raise CheckpointError(f"{path}: tensors {previous!r} and {key!r} overlap (bytes {begin}..{position})")
+        if begin > position:
+            raise CheckpointError(f"{path}: {begin - position} unused bytes before tensor {key!r} "
+                                  f"(data offsets out of order or with gaps)")
+        position, previous = end, key
+    if position > data_size:
+        raise CheckpointError(
+            f"{path} is truncated: tensors need {position} bytes of data, the file holds {data_size} "
+            f"({100 * data_size / max(position, 1):.1f}%); download it again")
+    if position < data_size:
+        raise CheckpointError(f"{path} has {data_size - position} bytes after the last tensor (not a safetensors "
+                              "file, or a damaged one)")
+
+
 def read_header(path: str | os.PathLike) -> dict[str, dict]:
-    """Parse and validate a safetensors header; raise CheckpointError naming the problem."""
+    """Parse and validate a safetensors header; raise CheckpointError naming the problem.
+
+    Everything safetensors would reject (or, for duplicate keys, silently resolve) is checked
+    here first, so a bad file is one clear line and never a raw SafetensorError.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -97,24 +164,27 @@ def read_header(path: str | os.PathLike) -> dict[str, dict]:
         if len(head) < 8:
             raise CheckpointError(f"{path} is not a safetensors file (only {size} bytes)")
         (n,) = struct.unpack("<Q", head)
-        if n == 0 or n > 100_000_000:
+        if n == 0 or n > MAX_HEADER_BYTES:
             raise CheckpointError(f"{path} is not a safetensors file (bad header length {n})")
         if 8 + n > size:
             raise CheckpointError(f"{path} is truncated: header says {n} bytes, file has {size - 8}")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path} is not a safetensors file (header is not JSON: {e})") from None
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path} is not a safetensors file (header is not JSON: {e})") from None
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: header has a {e}") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a safetensors file (header is not a JSON object)")
-    header.pop("__metadata__", None)
-    data_size = size - 8 - n
-    end = max((t["data_offsets"][1] for t in header.values()), default=0)
-    if end > data_size:
-        raise CheckpointError(
-            f"{path} is truncated: tensors need {end} bytes of data, the file holds {data_size} "
-            f"({100 * data_size / max(end, 1):.1f}%); download it again"
-        )
+    metadata = header.pop("__metadata__", {})
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise CheckpointError(f"{path}: __metadata__ must map names to strings, got {str(metadata)[:80]}")
+    try:
+        spans = [(*_check_entry(key, entry), key) for key, entry in header.items()]
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    _check_tiling(path, spans, size - 8 - n)
     return header
 
 
@@ -127,6 +197,9 @@ def inspect_checkpoint(path: str | os.PathLike) -> SV3DConfig:
             f"{path} is not an SV3D checkpoint: no {LABEL_EMB_KEY!r} "
             f"({len(header)} tensors, {unet_keys} under {UNET_PREFIX!r})"
         )
+    for key in (LABEL_EMB_KEY, TIME_EMBED_KEY):
+        if len(header[key]["shape"]) != 2:
+            raise CheckpointError(f"{path}: {key} has shape {header[key]['shape']}, expected a 2-D weight")
     adm = header[LABEL_EMB_KEY]["shape"][1]
     by_adm = {adm_in_channels(v): v for v in VARIANTS}
     if adm not in by_adm:
@@ -186,29 +259,45 @@ def load_checkpoint(
     Modules are built on the meta device and each tensor is read from the memory map,
     converted to `dtype` on `device`, and assigned: one copy of the weights, never two.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     config = inspect_checkpoint(path)
     header = read_header(path)
     models = SV3DModels(config=config)
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        for component in components:
-            prefix = PREFIXES[component]
-            expected = _expected_shapes(component, config)
-            _check_keys(path, component, prefix, expected, header)
-            with torch.device("meta"):
-                module = build_module(component, config)
-            state = {}
-            for key in expected:
-                t = f.get_tensor(prefix + key)
-                state[key] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
-                del t
-            module.load_state_dict(state, assign=True)
-            del state
-            module.eval().requires_grad_(False)
-            setattr(models, component, module)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for component in components:
+                prefix = PREFIXES[component]
+                expected = _expected_shapes(component, config)
+                _check_keys(path, component, prefix, expected, header)
+                with torch.device("meta"):
+                    module = build_module(component, config)
+                state = {}
+                for key in expected:
+                    t = f.get_tensor(prefix + key)
+                    state[key] = t.to(device=device, dtype=dtype)
+                    _check_finite(path, prefix + key, t, state[key])
+                    del t
+                module.load_state_dict(state, assign=True)
+                del state
+                module.eval().requires_grad_(False)
+                setattr(models, component, module)
+    except SafetensorError as e:  # read_header checks what safetensors checks; this is the backstop
+        raise CheckpointError(f"{path} cannot be read: {e}") from None
     return models
+
+
+def _check_finite(path, key: str, stored: torch.Tensor, loaded: torch.Tensor) -> None:
+    """NaN/inf in a weight is a damaged file, not an fp16 problem: say which, before any run."""
+    if bool(torch.isfinite(loaded).all()):  # sync: once per tensor
+        return
+    bad = int((~torch.isfinite(stored)).sum())
+    if bad:
+        raise CheckpointError(f"{path}: tensor {key} holds {bad} NaN/inf value(s) of {stored.numel()}; "
+                              "the file is damaged: download it again")
+    raise CheckpointError(f"{path}: tensor {key} has values beyond the range of "
+                          f"{str(loaded.dtype).replace('torch.', '')}; load it in fp32 or bf16")
 
 
 # ---------------------------------------------------------------------------------------
