@@ -5,8 +5,8 @@ target edge lengths) like Continuous Remeshing's optimiser: `zero_grad`, `step`,
 moments are per-vertex attributes, so `remesh` carries them to new vertices by averaging.
 Positions use one second moment per vertex (|g|^2), which keeps each vertex's step isotropic.
 
-`fit` is the loop: render a few random views, losses on colour (albedo x SH irradiance) and
-mask, Laplacian + normal-consistency + albedo-smoothness regularisers, Adam, and a remesh every
+`fit` is the loop: render a few random views, `loss.mesh_loss` (colour as albedo x SH irradiance,
+mask, Laplacian, normal-consistency and albedo-smoothness terms), Adam, and a remesh every
 `remesh_every` steps. The light is solved in closed form after every step (`LightSolver`), and the
 albedo stays at the mean colour for the first `albedo_delay` of the steps, so shading lands in the
 light and the geometry rather than in the texture. The first `refill_rounds` remeshes also re-span
@@ -17,7 +17,7 @@ regions to the regularisers, which round a curved underside (a sphere's cap) bac
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -25,8 +25,9 @@ import torch.nn.functional as F
 
 from .cameras import Views, project
 from .lighting import LightSolver, SphericalHarmonicsLight
+from .loss import LossWeights, mesh_loss
 from .masks import Frames
-from .regularize import adjacent_faces, laplacian_energy, normal_consistency, uniform_laplacian
+from .regularize import adjacent_faces
 from .remesh import calc_edges, remesh
 from .render import fragments, interpolate, render, vertex_normals
 from .unseen import fill_unseen, seen_vertices
@@ -41,11 +42,7 @@ class FitConfig:
     lr_position: float = 0.002  # fraction of the object's largest side per step (Adam step size)
     lr_albedo: float = 0.03
     albedo_delay: float = 0.3  # fraction of the steps with the albedo held, so the light takes the shading first
-    weight_color: float = 1.0
-    weight_mask: float = 1.0
-    weight_laplacian: float = 0.02
-    weight_normal: float = 0.05
-    weight_albedo_smooth: float = 0.02
+    weights: LossWeights = field(default_factory=LossWeights)
     refill_rounds: int = 3
     seed: int = 0
 
@@ -166,13 +163,8 @@ def fit(vertices: torch.Tensor, faces: torch.Tensor, frames: Frames, views: View
         lr_scale = 0.1 + 0.45 * (1.0 + math.cos(math.pi * it / config.iters))
         opt.zero_grad()
         out = render(opt.vertices, opt.faces, subset, colors=opt.albedo, shading=light)
-        color = (out.image - frames.rgb[index]).pow(2).mean()
-        mask = (out.alpha - frames.mask[index]).pow(2).mean()
-        smooth_albedo = uniform_laplacian(opt.albedo, opt.edges).pow(2).sum(-1).mean()
-        loss = (config.weight_color * color + config.weight_mask * mask
-                + config.weight_laplacian * laplacian_energy(opt.vertices, opt.edges, float(opt.target.mean()))
-                + config.weight_normal * normal_consistency(opt.vertices, opt.faces, opt.face_pairs)
-                + config.weight_albedo_smooth * smooth_albedo * 100.0)
+        loss, _ = mesh_loss(out.image, out.alpha, frames.rgb[index], frames.mask[index], opt.vertices, opt.faces,
+                            opt.edges, opt.face_pairs, opt.albedo, float(opt.target.mean()), config.weights)
         loss.backward()
         opt.step(lr_scale, albedo=it >= config.albedo_delay * config.iters)
         _update_light(light_solver, light, opt, out, subset, frames, index)
