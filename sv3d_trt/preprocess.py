@@ -5,20 +5,31 @@ the object's alpha bounding box is pasted centred on a square transparent canvas
 LANCZOS, composited on white and truncated to uint8. RGB inputs need a foreground: an explicit
 mask, rembg on request (the reference always runs rembg), or - our default - keying out a
 near-uniform background estimated from the border pixels.
+
+Before any of that, a file is checked against MAX_PIXELS from its declared size (nothing is
+decoded for a decompression bomb), turned upright by its EXIF orientation, brought to 8 bits
+per channel (16-bit grayscale is scaled, not clipped) and downscaled to WORK_MAX_SIDE: the
+output is 576 px, and keying a 100-megapixel image would take minutes and gigabytes.
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
+log = logging.getLogger(__name__)
+
 MIN_SIDE = 32  # smaller inputs carry too little detail to condition a 576x576 orbit
+MAX_PIXELS = 100_000_000  # refused from the declared size, before decoding (e.g. 10000x10000)
+WORK_MAX_SIDE = 2048  # larger inputs are downscaled (LANCZOS, aspect kept) before keying/resizing
 REMBG_MAX_SIDE = 768  # the reference thumbnails RGB inputs to 768x768 before rembg
 # Background keying, in 0..255 units of max-channel distance to the estimated background colour.
 UNIFORM_TOL = 16  # a border pixel within this distance counts as background
@@ -43,17 +54,61 @@ class PreparedImage:
 
 
 def _open(source, what: str) -> Image.Image:
+    """Decode a path (or take a PIL image), check its size, apply EXIF orientation, make it 8-bit."""
     if isinstance(source, Image.Image):
-        return source
+        image = source
+        _check_pixels(image, what, source)
+    else:
+        try:
+            with warnings.catch_warnings():  # Pillow's own bomb warning: MAX_PIXELS decides here
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(source)
+            _check_pixels(image, what, source)
+            if image.format == "JPEG":  # decode at 1/2..1/8 scale in the DCT domain when that suffices
+                image.draft(image.mode, (WORK_MAX_SIDE, WORK_MAX_SIDE))
+            image.load()  # decode now, so a truncated file fails here and not later
+        except Image.DecompressionBombError:
+            raise ImageError(f"{what} {source} declares more than {2 * Image.MAX_IMAGE_PIXELS} px; "
+                             f"the limit is {MAX_PIXELS} px (e.g. 10000x10000)") from None
+        except FileNotFoundError:
+            raise ImageError(f"{what} {source} not found") from None
+        except IsADirectoryError:
+            raise ImageError(f"{what} {source} is a folder, not an image file") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise ImageError(f"{what} {source} is unreadable or not an image ({e})") from None
     try:
-        image = Image.open(source)
-        image.load()  # decode now, so a truncated file fails here and not later
-    except FileNotFoundError:
-        raise ImageError(f"{what} {source} not found") from None
-    except IsADirectoryError:
-        raise ImageError(f"{what} {source} is a folder, not an image file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{what} {source} is unreadable or not an image ({e})") from None
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, TypeError) as e:  # a damaged EXIF block
+        raise ImageError(f"{what} {source} has unreadable EXIF data ({e})") from None
+    return _eight_bit(image, what, source)
+
+
+def _check_pixels(image: Image.Image, what: str, source) -> None:
+    w, h = image.size
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"{what} {source} is {w}x{h} px ({w * h / 1e6:.0f} megapixels); the limit is "
+                         f"{MAX_PIXELS / 1e6:.0f} megapixels: downscale it first (it is resized to 576 px anyway)")
+
+
+def _eight_bit(image: Image.Image, what: str, source) -> Image.Image:
+    """16-bit grayscale ("I;16*", or "I" holding 0..65535) scaled to "L"; Pillow's convert would clip at 255."""
+    if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
+        return image
+    values = np.asarray(image)
+    if image.mode == "F" or values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+        raise ImageError(f"{what} {source} is a {'floating-point' if image.mode == 'F' else '32-bit'} image; "
+                         "save it as an 8- or 16-bit PNG")
+    return Image.fromarray(((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8), "L")
+
+
+def _downscale(image: Image.Image) -> Image.Image:
+    """At most WORK_MAX_SIDE px on the long side (LANCZOS; palette images are expanded first)."""
+    if max(image.size) <= WORK_MAX_SIDE:
+        return image
+    if image.mode in ("1", "P", "PA"):  # Pillow resizes these with NEAREST only
+        image = image.convert("RGBA" if _has_alpha(image) else "RGB")
+    image = image.copy()
+    image.thumbnail((WORK_MAX_SIDE, WORK_MAX_SIDE), Image.LANCZOS)
     return image
 
 
@@ -129,27 +184,42 @@ def _rembg(image: Image.Image) -> Image.Image:
 def load_image(source, mask=None, rembg: bool = False) -> Image.Image:
     """Open an image (path or PIL) and return it as RGBA with the object in the alpha channel.
 
-    RGBA inputs keep their alpha. `mask` (path, PIL image or array; white = object) replaces
-    the alpha. Otherwise an RGB input goes through rembg when `rembg=True`, else its
-    near-uniform background is keyed out (ImageError when the background is not uniform).
+    RGBA inputs keep their alpha, unless it is opaque everywhere (then they count as RGB).
+    `mask` (path, PIL image or array; white = object, at the image's own size) replaces the
+    alpha. Otherwise an RGB input goes through rembg when `rembg=True`, else its near-uniform
+    background is keyed out (ImageError when the background is not uniform).
     """
     name = str(source) if not isinstance(source, Image.Image) else "the image"
     image = _open(source, "image")
     if min(image.size) < MIN_SIDE:
         raise ImageError(f"{name} is {image.size[0]}x{image.size[1]} px; need at least {MIN_SIDE} px on each side")
+    mask = None if mask is None else _load_mask(mask, image.size)  # checked at the size the user made it
+    image = _downscale(image)
+    rgba = None
     if mask is not None:
-        rgba = image.convert("RGBA")
-        rgba.putalpha(Image.fromarray(_load_mask(mask, image.size)))
+        rgba = _convert(image, "RGBA", name)
+        rgba.putalpha(Image.fromarray(mask).resize(image.size, Image.LANCZOS))
     elif _has_alpha(image):
-        rgba = image.convert("RGBA")
-    elif rembg:
-        rgba = _rembg(image.convert("RGB"))
-    else:
-        rgb = np.asarray(image.convert("RGB"))
+        rgba = _convert(image, "RGBA", name)
+        if rgba.getextrema()[3][0] == 255:  # opaque everywhere: the alpha marks no background
+            log.warning("%s: its alpha channel is opaque everywhere (no background marked); treating it as "
+                        "an RGB image", name)
+            rgba = None
+    if rgba is None and rembg:
+        rgba = _rembg(_convert(image, "RGB", name))
+    elif rgba is None:
+        rgb = np.asarray(_convert(image, "RGB", name))
         rgba = Image.fromarray(np.dstack([rgb, _key_out_background(rgb, name)]), "RGBA")
     if not np.asarray(rgba.getchannel("A")).any():
         raise ImageError(f"{name} has an empty alpha channel (fully transparent): no object to generate from")
     return rgba
+
+
+def _convert(image: Image.Image, mode: str, name: str) -> Image.Image:
+    try:
+        return image.convert(mode)
+    except (ValueError, OSError) as e:  # e.g. LAB or HSV images
+        raise ImageError(f"{name}: a {image.mode} image cannot be converted to {mode} ({e})") from None
 
 
 def prepare_image(image, size: int = 576, image_frame_ratio: float | None = None) -> PreparedImage:

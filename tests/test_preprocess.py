@@ -1,12 +1,14 @@
 """Input image preprocessing (sv3d.md §4.1) and the typed errors for unusable inputs."""
 import importlib.util
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from sv3d_trt.errors import ImageError
-from sv3d_trt.preprocess import example_image_path, load_image, prepare_image
+from sv3d_trt.preprocess import MAX_PIXELS, WORK_MAX_SIDE, example_image_path, load_image, prepare_image
 
 
 def _reference_prepare(rgba: np.ndarray, size: int) -> np.ndarray:
@@ -159,3 +161,86 @@ def test_rembg_requested_but_missing():
 def test_unknown_example():
     with pytest.raises(ImageError, match="unknown example"):
         example_image_path("teapot")
+
+
+# --- hostile and unusual files: refused before decoding, or brought to what the model expects ---
+
+
+def _png_header_only(path, width, height):
+    """A PNG that declares width x height and holds no pixel data (a decompression bomb's header)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [12000, 20000])  # above our limit / above Pillow's bomb error too
+def test_declared_giant_images_are_refused_before_decoding(tmp_path, side):
+    path = _png_header_only(tmp_path / "bomb.png", side, side)
+    with pytest.raises(ImageError, match=f"the limit is {MAX_PIXELS // 1_000_000}"):
+        load_image(path)
+    with pytest.raises(ImageError, match="the limit is"):
+        load_image(Image.new("RGB", (64, 64)), mask=path)
+
+
+def test_large_images_are_downscaled_before_keying(tmp_path):
+    rng = np.random.default_rng(5)
+    h, w = 2600, 3100
+    img = np.full((h, w, 3), 210, np.uint8)
+    img[600:2000, 900:2300] = rng.integers(0, 120, 3)
+    path = tmp_path / "big.png"
+    Image.fromarray(img).save(path)
+    rgba = np.asarray(load_image(path))
+    assert rgba.shape == (round(h * WORK_MAX_SIDE / w), WORK_MAX_SIDE, 4)
+    alpha = rgba[..., 3] > 0
+    rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
+    scale = WORK_MAX_SIDE / w
+    assert abs(rows[0] - 600 * scale) <= 2 and abs(cols[-1] - 2299 * scale) <= 2
+    mask = np.zeros((h, w), np.uint8)
+    mask[100:1300, 200:1500] = 255  # a mask at the size the user made it
+    alpha = np.asarray(load_image(path, mask=mask))[..., 3]
+    assert alpha.shape == rgba.shape[:2]
+    assert alpha[int(700 * scale), int(850 * scale)] == 255 and alpha[int(2000 * scale), int(2000 * scale)] == 0
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    rgba = np.zeros((40, 64, 4), np.uint8)
+    rgba[5:15, 40:60] = [200, 20, 20, 255]  # an off-centre object: the rotation is visible
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: the viewer turns it 90 degrees clockwise
+    path = tmp_path / "rotated.png"
+    Image.fromarray(rgba, "RGBA").save(path, exif=exif)
+    loaded = np.asarray(load_image(path))
+    np.testing.assert_array_equal(loaded, np.rot90(rgba, k=-1))
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    rng = np.random.default_rng(6)
+    gray = np.full((64, 80), 50_000, np.uint16)  # uniform light background
+    gray[16:48, 20:60] = rng.integers(0, 30_000, (32, 40))
+    path = tmp_path / "gray16.png"
+    Image.fromarray(gray).save(path)
+    assert Image.open(path).mode == "I;16"
+    rgba = np.asarray(load_image(path))
+    expected = np.rint(gray.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    np.testing.assert_array_equal(rgba[..., 0], expected)
+    assert (rgba[0, :, 3] == 0).all() and (rgba[20:44, 24:56, 3] == 255).all()
+    with pytest.raises(ImageError, match="floating-point image"):
+        load_image(Image.fromarray(rng.random((64, 64), dtype=np.float32)))
+
+
+def test_opaque_alpha_counts_as_rgb(caplog):
+    rng = np.random.default_rng(7)
+    rgba = np.full((64, 64, 4), 255, np.uint8)
+    rgba[..., :3] = 190
+    rgba[20:40, 24:44, :3] = rng.integers(0, 100, 3)
+    with caplog.at_level("WARNING"):
+        alpha = np.asarray(load_image(Image.fromarray(rgba, "RGBA")))[..., 3]
+    assert "opaque everywhere" in caplog.text
+    assert (alpha[:10] == 0).all() and (alpha[22:38, 26:42] == 255).all()  # keyed like an RGB image
+    busy = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    busy[..., 3] = 255
+    with pytest.raises(ImageError, match="without a uniform background"):
+        load_image(Image.fromarray(busy, "RGBA"))

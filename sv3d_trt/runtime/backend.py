@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..backends import canonical_backend
+from ..contract.backends import canonical_backend
 from ..errors import BackendUnavailableError, NumericsError
 
 
@@ -100,8 +100,9 @@ def non_finite_error(step: int, sigmas: np.ndarray) -> NumericsError:
     """The error for a latent that turned NaN/inf in denoise step `step` (0-based)."""
     return NumericsError(
         f"the latent became non-finite in denoise step {step + 1}/{len(sigmas) - 1} "
-        f"(sigma {float(sigmas[step]):.4g} -> {float(sigmas[step + 1]):.4g}): fp16 overflow; "
-        "use fp32 (--dtype fp32, or an fp32 export/engines)"
+        f"(sigma {float(sigmas[step]):.4g} -> {float(sigmas[step + 1]):.4g}); in fp16/int8/fp8 "
+        "this is overflow: use fp32 (--dtype fp32, or an fp32 export/engines); in fp32, NaN/inf reached the "
+        "model from its weights or inputs"
     )
 
 
