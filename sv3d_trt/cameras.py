@@ -117,14 +117,21 @@ def _number(value, what: str) -> float:
     return float(value)
 
 
+MAX_ORBIT_FILE_BYTES = 1_000_000  # 21 pairs take under 2 kB; anything this big is not an orbit
+
+
 def load_orbit_file(path, num_frames: int = 21) -> Orbit:
     """Read an orbit from JSON: {"elevations_deg": [...], "azimuths_deg": [...]} or [[elev, azim], ...].
 
     Elevations must lie in [-90, 90] and azimuths in [0, 360] degrees; the last entry is the
-    input view (its azimuth becomes 0 after re-referencing).
+    input view (its azimuth becomes 0 after re-referencing). At the poles (+-90) the view
+    direction is vertical and the image's right axis follows the azimuth (look_at_origin).
     """
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_ORBIT_FILE_BYTES:
+            raise CameraError(f"orbit file {path} is {path.stat().st_size} bytes; the limit is "
+                              f"{MAX_ORBIT_FILE_BYTES} (an orbit of {num_frames} pairs takes under 2 kB)")
         text = path.read_text()
     except FileNotFoundError:
         raise CameraError(f"orbit file {path} not found (use 'static', 'dynamic' or a JSON file)") from None
@@ -134,6 +141,8 @@ def load_orbit_file(path, num_frames: int = 21) -> Orbit:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise CameraError(f"orbit file {path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise CameraError(f"orbit file {path} nests its JSON too deeply to be an orbit") from None
 
     if isinstance(data, dict) and {"elevations_deg", "azimuths_deg"} <= data.keys():
         elevations, azimuths = data["elevations_deg"], data["azimuths_deg"]

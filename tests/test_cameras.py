@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sv3d_trt.cameras import (Orbit, camera_vector, cameras_json, dynamic_orbit, load_orbit_file,
-                              resolve_orbit, sinusoid_embedding, static_orbit)
+from sv3d_trt.cameras import (MAX_ORBIT_FILE_BYTES, Orbit, camera_vector, cameras_json, dynamic_orbit,
+                              load_orbit_file, resolve_orbit, sinusoid_embedding, static_orbit)
 from sv3d_trt.errors import CameraError
 
 
@@ -130,6 +130,31 @@ GOOD_E, GOOD_A = [10.0] * 21, [float(x) for x in range(0, 210, 10)]
 def test_load_orbit_file_errors(tmp_path, content, message):
     with pytest.raises(CameraError, match=message):
         load_orbit_file(_write(tmp_path, content))
+
+
+def test_load_orbit_file_hostile_files(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000)
+    with pytest.raises(CameraError, match="nests its JSON too deeply"):
+        load_orbit_file(deep)
+    huge = tmp_path / "huge.json"
+    huge.write_text(json.dumps([[10.0, 0.0]] * 21) + " " * MAX_ORBIT_FILE_BYTES)
+    with pytest.raises(CameraError, match=f"the limit is {MAX_ORBIT_FILE_BYTES}"):
+        load_orbit_file(huge)
+    with pytest.raises(CameraError, match="unreadable"):
+        load_orbit_file(tmp_path)  # a folder
+
+
+def test_orbit_file_through_the_poles(tmp_path):
+    """+-90 is accepted: a vertical view whose image right axis follows the azimuth."""
+    elevations = [90.0, -90.0] + GOOD_E[2:]
+    orbit = load_orbit_file(_write(tmp_path, {"elevations_deg": elevations, "azimuths_deg": GOOD_A}))
+    assert np.isfinite(camera_vector("sv3d_p", orbit)).all()
+    for frame in cameras_json(orbit)["frames"][:2]:
+        c2w = np.array(frame["camera_to_world"])
+        np.testing.assert_allclose(c2w[:3, :3].T @ c2w[:3, :3], np.eye(3), atol=1e-12)
+        a = math.radians(frame["azimuth_deg"])
+        np.testing.assert_allclose(c2w[:3, 0], [-math.sin(a), math.cos(a), 0.0], atol=1e-12)
 
 
 def test_load_orbit_file_missing(tmp_path):
