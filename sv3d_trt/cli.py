@@ -142,21 +142,24 @@ def demo(out, steps, seed):
 @_friendly
 def export(checkpoint, out_dir, precision, plugins, calib_images, calib_seeds, decode_chunk, device):
     """Export the five fixed-shape ONNX graphs, export.json and the calibration set."""
-    from .export.calibration import calibration_images
-    from .export.graphs import GRAPH_NAMES
-    from .export.onnx_export import export_checkpoint
+    from functools import partial
 
-    calibration = None
+    from .contract.graphs import GRAPH_NAMES
+    from .export.onnx_export import export_checkpoint
+    from .runtime.calibration import calibration_images, record_calibration
+
+    calibrate = None
     if calib_seeds:
-        calibration = {"images": calibration_images(calib_images), "seeds": range(calib_seeds), "device": device}
-    bar, advance = _progress_bar(len(GRAPH_NAMES) + bool(calibration), f"export {precision} -> {out_dir}")
+        calibrate = partial(record_calibration, checkpoint, images=calibration_images(calib_images),
+                            seeds=range(calib_seeds), device=device)
+    bar, advance = _progress_bar(len(GRAPH_NAMES) + bool(calibrate), f"export {precision} -> {out_dir}")
     with bar:
         info = export_checkpoint(checkpoint, out_dir, precision=precision, plugins=plugins, decode_chunk=decode_chunk,
-                                 calibration=calibration, progress=lambda name: advance())
+                                 calibrate=calibrate, progress=lambda name: advance())
     for name, graph in info["graphs"].items():
         click.echo(f"{graph['file']}: {graph['nodes']} nodes, {graph['weight_bytes'] / 1e6:.1f} MB weights, "
                    f"{graph['export_seconds']:.1f} s")
-    if calibration:
+    if calibrate:
         c = info["calibration"]
         click.echo(f"{c['file']}: {c['samples']} steps from {len(c['generations'])} generations, {c['seconds']:.1f} s")
     click.echo(f"wrote {out_dir}/export.json ({info['config']} {info['variant']} {precision})")
@@ -202,7 +205,7 @@ def build(onnx_dir, out_dir, backend, precision, targets, error_samples):
 @_friendly
 def verify(engines, onnx_dir):
     """Re-check an engine directory against its manifest; exit 1 with the reason on mismatch."""
-    from .export.manifest import verify_engines
+    from .contract.manifest import verify_engines
 
     manifest = verify_engines(engines, onnx_dir)
     click.echo(f"ok: {len(manifest.engines)} engines match {engines}/manifest.json "
@@ -326,7 +329,7 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 
 
 def _backend_list(ctx, param, value: str) -> tuple[str, ...]:
-    from .backends import canonical_backend
+    from .contract.backends import canonical_backend
 
     try:
         return tuple(canonical_backend(v) for v in value.split(","))

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from ..export.manifest import EXPORT_INFO, MANIFEST_NAME
+from ..contract.manifest import EXPORT_INFO, MANIFEST_NAME
 from .flops import onnx_graph_flops
 
 

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..backends import canonical_backend
+from ..contract.backends import ENGINE_BACKENDS, ONNX_BACKENDS, canonical_backend
 from ..cameras import COND_AUG, camera_vector, resolve_orbit
 from ..errors import BackendUnavailableError, SV3DError
 from ..models.checkpoint import inspect_checkpoint
@@ -51,9 +51,6 @@ from .timing import Stats, clock_for, measure
 
 log = logging.getLogger(__name__)
 
-# Backends that run exported artifacts rather than a checkpoint, and what they read.
-ONNX_BACKENDS = ("ort",)
-ENGINE_BACKENDS = ("tensorrt", "tensorrt-rtx")
 
 
 @dataclass(frozen=True)

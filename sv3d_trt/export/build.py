@@ -19,25 +19,26 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import BackendUnavailableError, StaleEngineError
-from ..fileio import atomic_path, write_bytes_atomic
-from ..runtime.trt_import import backend_of, ensure_parser_library, import_tensorrt, logger_class
-from .manifest import (
-    read_export_info,
+from ..contract.graphs import GRAPH_NAMES
+from ..contract.manifest import (
     ENGINE_SUFFIX,
     MANIFEST_NAME,
     Manifest,
     Precision,
     arch_name,
     new_manifest_data,
+    read_export_info,
     sha256_file,
+    source_entry,
     unsupported_precision_message,
     write_manifest,
 )
+from ..contract.tensorrt import backend_of, ensure_parser_library, import_tensorrt, logger_class
+from ..errors import BackendUnavailableError, StaleEngineError
+from ..fileio import atomic_path, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
-GRAPHS = ("clip", "vae_encoder", "vae_decoder", "context", "denoise_step")
 QUANTIZED_GRAPH = "denoise_step"  # the only graph run 50x per generation; the calibration set is its feeds
 TIMING_CACHE = "timing.cache"
 _WRITE_CHUNK = 1 << 28  # engines reach 3 GB: write the plan in slices, never copy it whole
@@ -240,7 +241,7 @@ def save_engine(plan: memoryview, path: Path) -> None:
 
 def graphs_to_build(onnx_dir: Path, export_info: dict) -> list[str]:
     """Graph names in build order: those export.json lists, else the known ones present."""
-    names = list(export_info.get("graphs") or [g for g in GRAPHS if (onnx_dir / f"{g}.onnx").is_file()])
+    names = list(export_info.get("graphs") or [g for g in GRAPH_NAMES if (onnx_dir / f"{g}.onnx").is_file()])
     missing = [n for n in names if not (onnx_dir / f"{n}.onnx").is_file()]
     if missing or not names:
         raise StaleEngineError(
@@ -248,23 +249,6 @@ def graphs_to_build(onnx_dir: Path, export_info: dict) -> list[str]:
             "re-run `sv3d-trt export`"
         )
     return names
-
-
-def external_data_files(onnx_path: Path) -> list[str]:
-    """Names (relative to the ONNX file) of the weight files an ONNX graph references."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return sorted({ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)})
-
-
-def _source_entry(onnx_path: Path) -> dict:
-    return {
-        "file": onnx_path.name,
-        "sha256": sha256_file(onnx_path),
-        "external_data": {n: sha256_file(onnx_path.parent / n) for n in external_data_files(onnx_path)},
-    }
 
 
 def _check_precision(export_precision: Precision, precision: Precision, builder: EngineBuilder, onnx_dir: Path) -> None:
@@ -326,14 +310,14 @@ def build_engines(
     engines = {}
     for graph in graphs:
         source = onnx_dir / f"{graph}.onnx"
-        entry = {"file": f"{graph}{ENGINE_SUFFIX}", "precision": export_precision.value, "source": _source_entry(source)}
+        entry = {"file": f"{graph}{ENGINE_SUFFIX}", "precision": export_precision.value, "source": source_entry(source)}
         built_from = source
         if precision.quantized and graph == QUANTIZED_GRAPH:
             from .quantize import quantize_step_graph
 
             built_from = out_dir / f"{graph}.{precision.value}.onnx"
             entry["quantization"] = quantize_step_graph(source, built_from, precision, error_samples=error_samples)
-            entry["built_from"] = _source_entry(built_from)
+            entry["built_from"] = source_entry(built_from)
             entry["precision"] = precision.value
         log.info("building %s from %s for %s", graph, built_from.name, ", ".join(builder.targets))
         start = time.perf_counter()

@@ -1,20 +1,5 @@
-"""The five exported graphs: one nn.Module wrapper and one IO contract each, declared here only.
-
-    clip          image (1,3,S,S) in [-1,1]           -> clip_embedding (1,D)
-    vae_encoder   image (1,3,S,S) in [-1,1]           -> latent (1,4,h,w), unscaled posterior mean
-    vae_decoder   latent (n,4,h,w) (already / scale)  -> frames (n,3,S,S), raw decoder output
-    context       clip_embedding (1,D)                -> attn2_00 .. attn2_31, each (2,C_i)
-    denoise_step  x (T,4,h,w), sigma (1,), sigma_next (1,), concat_latent (1,4,h,w),
-                  vector (T,adm), cfg_scales (T,), attn2_00 .. attn2_31 -> x_next (T,4,h,w)
-
-Each graph maps onto one stage of the backend protocol (runtime/backend.py): `encode` =
-clip + vae_encoder (the runtime adds the 1e-5 cond_aug noise to the image first), `prepare`
-= context (once per generation), `step` = denoise_step, `decode` = vae_decoder per chunk.
-The context outputs carry the same names as the step inputs, so a runtime feeds one into
-the other by name. attn2_i follows the fold order of models/fold.py.
-
-Every graph input and output is float32 whatever the export precision: precision lives inside
-the graph (strongly typed), so runtimes and calibration sets never depend on it.
+"""The five exported graphs: one nn.Module wrapper each, over the IO contract of
+contract/graphs.py (names, shapes, which graph feeds which; the only place it is written).
 
 Where a fp16/bf16 graph keeps fp32, and why:
 - denoise_step: the EDM scalings (c_in, c_out, c_skip, c_noise = 0.25 ln sigma) and the
@@ -32,65 +17,19 @@ Where a fp16/bf16 graph keeps fp32, and why:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contract.graphs import GRAPH_NAMES, GraphIO, graph_contracts
 from ..models.clip import clip_preprocess
 from ..models.config import SV3DConfig
 from ..models.fold import FoldedVideoUNet, attn2_modules, attn2_outputs, copy_sharing_weights, fold_cross_attention
 from ..models.unet_blocks import GroupNorm32
-from ..sampler import cfg_combine, precondition
-
-GRAPH_NAMES = ("clip", "vae_encoder", "vae_decoder", "context", "denoise_step")
-
+from ..sampler import guided_euler_step, precondition
 
 # ---------------------------------------------------------------------------------------
-# IO contracts
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str = "float32"
-    # Range of values for sample inputs: uniform in [low, high]; None = standard normal.
-    sample_range: tuple[float, float] | None = None
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-
-@dataclass(frozen=True)
-class GraphIO:
-    name: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-    @property
-    def input_names(self) -> list[str]:
-        return [t.name for t in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [t.name for t in self.outputs]
-
-    def sample_inputs(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        """Random inputs of the contract's shapes (non-trivial values, for tracing and tests)."""
-        g = torch.Generator().manual_seed(seed)
-        out = []
-        for t in self.inputs:
-            if t.sample_range is None:
-                out.append(torch.randn(t.shape, generator=g))
-            else:
-                low, high = t.sample_range
-                out.append(low + (high - low) * torch.rand(t.shape, generator=g))
-        return tuple(out)
-
-    def to_json(self) -> dict:
-        return {"inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs]}
+# IO contracts (contract/graphs.py) with this config's attn2 widths
 
 
 def attn2_widths(config: SV3DConfig) -> list[int]:
@@ -101,38 +40,22 @@ def attn2_widths(config: SV3DConfig) -> list[int]:
         return [a.to_out[0].out_features for a in attn2_modules(VideoUNet(config.unet)).values()]
 
 
-def attn2_input_names(count: int) -> list[str]:
-    return [f"attn2_{i:02d}" for i in range(count)]
-
-
 def graph_io(config: SV3DConfig, decode_chunk: int) -> dict[str, GraphIO]:
-    """The IO contract of every graph, derived from the config (the only place it is written)."""
-    T, S, h = config.num_frames, config.image_size, config.latent_size
-    z, D, adm = config.vae.z_channels, config.unet.context_dim, config.unet.adm_in_channels
-    image = TensorSpec("image", (1, 3, S, S), sample_range=(-1.0, 1.0))
-    clip_embedding = TensorSpec("clip_embedding", (1, D))
-    widths = attn2_widths(config)
-    attn2 = tuple(TensorSpec(n, (2, c)) for n, c in zip(attn2_input_names(len(widths)), widths))
-    return {
-        "clip": GraphIO("clip", (image,), (clip_embedding,)),
-        "vae_encoder": GraphIO("vae_encoder", (image,), (TensorSpec("latent", (1, z, h, h)),)),
-        "vae_decoder": GraphIO("vae_decoder", (TensorSpec("latent", (decode_chunk, z, h, h)),),
-                               (TensorSpec("frames", (decode_chunk, 3, S, S)),)),
-        "context": GraphIO("context", (clip_embedding,), attn2),
-        "denoise_step": GraphIO(
-            "denoise_step",
-            (
-                TensorSpec("x", (T, z, h, h)),
-                TensorSpec("sigma", (1,), sample_range=(1.0, 10.0)),
-                TensorSpec("sigma_next", (1,), sample_range=(0.1, 0.9)),
-                TensorSpec("concat_latent", (1, z, h, h)),
-                TensorSpec("vector", (T, adm)),
-                TensorSpec("cfg_scales", (T,), sample_range=(1.0, 2.5)),
-                *attn2,
-            ),
-            (TensorSpec("x_next", (T, z, h, h)),),
-        ),
-    }
+    """The IO contract of every graph for `config` (contract/graphs.py `graph_contracts`)."""
+    return graph_contracts(config, decode_chunk, attn2_widths(config))
+
+
+def sample_inputs(io: GraphIO, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random inputs of a contract's shapes (non-trivial values, for tracing and tests)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for t in io.inputs:
+        if t.sample_range is None:
+            out.append(torch.randn(t.shape, generator=g))
+        else:
+            low, high = t.sample_range
+            out.append(low + (high - low) * torch.rand(t.shape, generator=g))
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,14 +162,10 @@ class DenoiseStepGraph(nn.Module):
         timesteps = c_noise.expand(2 * T)  # (2T,) fp32 into the sinusoid
         y = torch.cat([vector, vector])  # (2T, adm): both halves share the camera vector
         out = self.unet(unet_in, timesteps, y, [v.to(dtype) for v in attn2]).float()  # (2T, 4, h, w)
-        # 3. Denoised prediction, per-frame triangular CFG, in fp32.
+        # 3. Denoised prediction, per-frame triangular CFG and the Euler update, in fp32: the one
+        # guided step of every backend (a select at sigma_next = 0, exported as Where).
         d = out * c_out + xx * c_skip
-        denoised = cfg_combine(d[:T], d[T:], cfg_scales)  # (T, 4, h, w)
-        # 4. Euler update. At sigma_next = 0, x + (0 - s)(x - D)/s equals D only up to rounding
-        # (measured 5e-8 relative, 5e-7 max abs on the tiny config): return D itself, exactly as
-        # sampler.euler_step does. sigma > 0 always, so the discarded branch never divides by 0.
-        stepped = x + (sigma_next - sigma) * ((x - denoised) / sigma)
-        return torch.where(sigma_next == 0, denoised, stepped)  # (T, 4, h, w)
+        return guided_euler_step(x, d[:T], d[T:], sigma, sigma_next, cfg_scales)  # (T, 4, h, w)
 
 
 def build_graph(name: str, models) -> nn.Module:

@@ -39,11 +39,11 @@ import torch
 
 from .. import __version__
 from ..errors import CheckpointError
-from ..fileio import write_json_atomic
+from ..contract.graphs import GRAPH_NAMES, GraphIO
+from ..contract.manifest import EXPORT_INFO, sha256_file, write_export_info
 from ..models.checkpoint import inspect_checkpoint, load_checkpoint
 from ..models.fold import attn2_names, fold_flops_removed
-from .graphs import GRAPH_NAMES, GraphIO, build_graph, graph_io
-from .manifest import EXPORT_INFO, sha256_file
+from .graphs import build_graph, graph_io, sample_inputs
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def export_graph(module: torch.nn.Module, io: GraphIO, out_dir: str | os.PathLik
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     with torch.no_grad(), _plugin_export_kwargs(plugins) as kwargs:
         program = torch.onnx.export(
-            module, io.sample_inputs(), dynamo=True, input_names=io.input_names, output_names=io.output_names,
+            module, sample_inputs(io), dynamo=True, input_names=io.input_names, output_names=io.output_names,
             opset_version=OPSET, verbose=False, optimize=False, **kwargs,
         )
     _optimize(program.model)
@@ -190,13 +190,14 @@ def export_checkpoint(
     plugins: bool = False,
     decode_chunk: int = DEFAULT_DECODE_CHUNK,
     graphs: Iterable[str] = GRAPH_NAMES,
-    calibration: dict | None = None,
+    calibrate: Callable[[Path], dict] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Export every graph of a checkpoint into `out_dir` and write export.json. Returns its content.
 
-    calibration: None (no set) or keyword arguments of `calibration.record_calibration`
-    (images, seeds, steps, device, max_bytes); recorded after the graphs, in fp32.
+    calibrate: None (no calibration set) or a recorder called with `out_dir` after the graphs,
+    returning its export.json entry: runtime/calibration.py's `record_calibration` bound to the
+    checkpoint and its options (the exporter never imports the runtime that runs it).
     progress: called with each graph name once it is written (and "calibration").
     """
     if precision not in EXPORT_PRECISIONS:
@@ -252,12 +253,10 @@ def export_checkpoint(
         "by_op": flops["by_op"],
     }
     info["export_seconds"] = round(time.perf_counter() - t0, 2)
-    if calibration is not None:
-        from .calibration import record_calibration
-
-        info["calibration"] = record_calibration(checkpoint, out_dir, **calibration)
+    if calibrate is not None:
+        info["calibration"] = calibrate(out_dir)
         if progress is not None:
             progress("calibration")
-    write_json_atomic(out_dir / EXPORT_INFO, info)
+    write_export_info(out_dir, info)
     return info
 

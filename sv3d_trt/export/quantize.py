@@ -9,12 +9,8 @@ Everything outside a Q/DQ pair runs in fp16 (bf16 for a bf16 export): ModelOpt's
 lowers the whole graph to one high-precision dtype, so fp32 islands of an fp32/fp16 export do
 not survive quantization; the per-step error report below measures the total effect.
 
-Calibration set (`<export dir>/calibration/denoise_step.npz`, written by `save_calibration`):
-    one array per input of denoise_step.onnx, keyed by the input name, shape (N, *input shape),
-    any float dtype for float inputs (cast to the graph's dtype when fed): sample i is one real
-    feed of the step graph recorded during a seeded generation;
-    `_generation` (N,) int64: which generation sample i came from;
-    `_step` (N,) int64: its sampler step index (0 = first step, pure noise).
+Calibration set: `<export dir>/calibration/denoise_step.npz` (format: contract/calibration.py),
+real feeds of the step graph recorded during seeded generations.
 Recording all 50 steps of several generations covers the sigma range the engine will see.
 The last generation is held out from calibration and used for the error report.
 
@@ -46,19 +42,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
+from ..contract.calibration import CALIBRATION_PATH, GENERATION_KEY, STEP_KEY
+from ..contract.manifest import Precision, external_data_files
 from ..errors import StaleEngineError
-from ..fileio import atomic_path
-from .manifest import Precision
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_PATH = Path("calibration") / "denoise_step.npz"
-GENERATION_KEY = "_generation"
-STEP_KEY = "_step"
 GEMM_OPS = ("Conv", "MatMul", "Gemm")
 MIN_ROWS = 64
 QDQ_OPSET = 21  # opset 21 lets float8 flow through Transpose, so onnxruntime can run the fp8 graph
@@ -94,22 +87,6 @@ class CalibrationSet:
             )
         held = self.generation == generations[-1]
         return self.subset(np.flatnonzero(~held)), self.subset(np.flatnonzero(held))
-
-
-def save_calibration(
-    path: str | os.PathLike,
-    samples: Sequence[Mapping[str, np.ndarray]],
-    generation: Sequence[int],
-    step: Sequence[int],
-) -> None:
-    """Write recorded step-graph feeds in the format described in the module docstring."""
-    if not samples or not (len(samples) == len(generation) == len(step)):
-        raise ValueError("need one generation index and one step index per sample, and at least one sample")
-    arrays = {name: np.stack([np.asarray(s[name]) for s in samples]) for name in samples[0]}
-    arrays[GENERATION_KEY] = np.asarray(generation, dtype=np.int64)
-    arrays[STEP_KEY] = np.asarray(step, dtype=np.int64)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
 
 
 def graph_inputs(onnx_path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -257,7 +234,6 @@ def quantize_graph(
     import onnx
     from modelopt.onnx.quantization import quantize
 
-    from .build import external_data_files
 
     precision = Precision(precision)
     if not precision.quantized:

@@ -1,9 +1,9 @@
 """The whole CFG-guided Euler step as one module on device tensors (sv3d.md §5).
 
-Same math as `TorchEagerBackend.denoised` + `sampler.euler_step`, but every scalar (sigma,
-sigma_next) is a 0-d device tensor and the last step's `sigma_next == 0` branch is a
-`torch.where`: no host value is read, so the step captures as a CUDA graph and the loop
-never syncs.
+Same math as `TorchEagerBackend.step`, ending in the same `sampler.guided_euler_step`, but
+every scalar (sigma, sigma_next) is a 0-d device tensor, so the last step's `sigma_next == 0`
+choice is an elementwise select: no host value is read, so the step captures as a CUDA graph
+and the loop never syncs.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..sampler import cfg_combine, precondition
+from ..sampler import guided_euler_step, precondition
 from .runtime_unet import RuntimeUNet
 
 
@@ -47,11 +47,8 @@ class CFGEulerStep(nn.Module):
         unet_in = torch.cat([(xx * c_in).to(concat.dtype), concat], dim=1)  # (2T, 8, h, w)
         rows = 1 if self.one_time_row else xx.shape[0]
         t = c_noise.reshape(1).expand(rows).to(concat.dtype)  # rounded to the UNet dtype, as the reference
-        # 2. network, denoised prediction, triangular guidance (fp32)
+        # 2. network and denoised prediction of both halves (fp32)
         out = self.unet(unet_in, t, *conditioning).float()
         d = out * c_out + xx * c_skip
-        d_uncond, d_cond = d.chunk(2)
-        denoised = cfg_combine(d_uncond, d_cond, cfg_scales)
-        # 3. Euler update; the last step (sigma_next = 0) returns the denoised prediction exactly
-        euler = x + (sigma_next - sigma) * ((x - denoised) / sigma)
-        return torch.where(sigma_next == 0, denoised, euler)
+        # 3. triangular guidance and the Euler update (the last step returns the guided D exactly)
+        return guided_euler_step(x, *d.chunk(2), sigma, sigma_next, cfg_scales)

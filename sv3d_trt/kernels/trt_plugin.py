@@ -13,7 +13,7 @@ this package is all a product needs; the running process must call
 `register_temporal_attention_plugin(trt)` before deserializing, since an engine stores the
 plugin's name, version and fields, not its code (tensorrt.md).
 
-Works with the module returned by `runtime.trt_import.import_tensorrt`; never imports TensorRT itself.
+Works with the module returned by `contract.tensorrt.import_tensorrt`; never imports TensorRT itself.
 """
 from __future__ import annotations
 

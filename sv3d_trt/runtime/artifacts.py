@@ -14,20 +14,10 @@ import importlib.util
 import json
 from pathlib import Path
 
-from ..backends import canonical_backend
+from ..contract.backends import ENGINE_BACKENDS, INFO, TORCH_BACKENDS, canonical_backend
+from ..contract.manifest import EXPORT_INFO, MANIFEST_NAME
 from ..errors import BackendUnavailableError, StaleEngineError
-from ..export.manifest import EXPORT_INFO, MANIFEST_NAME
 from .backend import Backend, backend_class
-
-TORCH_BACKENDS = ("torch-eager", "torch-compile", "torch-fast")
-ENGINE_BACKENDS = ("tensorrt", "tensorrt-rtx")
-# backend -> (python module it needs, install command)
-_REQUIREMENTS = {
-    "ort": ("onnxruntime", "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)"),
-    "tensorrt": ("tensorrt", "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13"),
-    "tensorrt-rtx": ("tensorrt_rtx", "pip install tensorrt-rtx-cu13"),
-    **{b: ("torch", "pip install 'sv3d-trt[torch]'") for b in TORCH_BACKENDS},
-}
 
 
 def artifact_kind(path: str | Path) -> str:
@@ -90,7 +80,7 @@ def choose_backend(path: str | Path, backend: str | None = None) -> str:
 
 def require_installed(name: str) -> None:
     """BackendUnavailableError with the install command when the backend's package is absent."""
-    module, install = _REQUIREMENTS[name]
+    module, install = INFO[name].module, INFO[name].install
     if importlib.util.find_spec(module) is None:
         raise BackendUnavailableError(f"the {name} backend needs the `{module}` package: `{install}`")
 

@@ -18,34 +18,24 @@ from typing import Any
 
 import numpy as np
 
+from ..cameras import COND_AUG
+from ..contract.backends import INFO
+from ..contract.graphs import GRAPH_NAMES
+from ..contract.manifest import EXPORT_INFO, read_export_info
 from ..errors import BackendUnavailableError, StaleEngineError
-from ..export.manifest import EXPORT_INFO, read_export_info as read_manifest_export_info
 from ..models.config import get_config
 from .backend import Backend, Conditioning, chunk_ranges, pad_chunk
 
 log = logging.getLogger(__name__)
 
-GRAPHS = ("clip", "vae_encoder", "vae_decoder", "context", "denoise_step")
-COND_AUG = 1e-5  # noise added to the image before the VAE encoder (sv3d.md §4.2); CLIP sees it clean
-_INSTALL = "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)"
 
 
 def _import_ort():
     try:
         import onnxruntime
     except ImportError as e:
-        raise BackendUnavailableError(f"the ort backend needs ONNX Runtime ({e}); install with `{_INSTALL}`") from e
+        raise BackendUnavailableError(f"the ort backend needs ONNX Runtime ({e}); install with `{INFO['ort'].install}`") from e
     return onnxruntime
-
-
-def read_export_info(directory: str | Path) -> dict:
-    """export.json of an export directory, which must list every graph the pipeline runs."""
-    info = read_manifest_export_info(directory)
-    path = Path(directory) / EXPORT_INFO
-    missing = [g for g in GRAPHS if g not in info.get("graphs", {})]
-    if missing:
-        raise StaleEngineError(f"{path} lists no {', '.join(missing)} graph; re-run `sv3d-trt export` for all graphs")
-    return info
 
 
 def check_session_io(name: str, session, contract: dict, directory: Path) -> None:
@@ -83,7 +73,7 @@ class OrtBackend(Backend):
     def __init__(self, directory: str | Path, device: str = "auto", threads: int | None = None):
         ort = _import_ort()
         self.directory = Path(directory)
-        self.info = read_export_info(self.directory)
+        self.info = read_export_info(self.directory, require_graphs=GRAPH_NAMES)
         super().__init__(get_config(self.info["config"], self.info["variant"]))
         self.decode_chunk = int(self.info["decode_chunk"])
         self.providers = choose_providers(device, ort.get_available_providers())
@@ -97,7 +87,7 @@ class OrtBackend(Backend):
             options.inter_op_num_threads = 1
         provider_options = [{"device_id": self.device_id}, {}] if self.cuda else [{}]
         self.sessions = {}
-        for name in GRAPHS:
+        for name in GRAPH_NAMES:
             path = self.directory / self.info["graphs"][name]["file"]
             if not path.is_file():
                 raise StaleEngineError(f"{path} is missing; re-run `sv3d-trt export --out {self.directory}`")

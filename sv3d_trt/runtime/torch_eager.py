@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..models.checkpoint import DTYPES, SV3DModels, load_checkpoint
-from ..sampler import cfg_combine, euler_step, precondition
+from ..sampler import guided_euler_step, precondition
 from .backend import Backend, Conditioning
 
 
@@ -83,8 +83,8 @@ class TorchEagerBackend(Backend):
             cfg_scales=self.to_native(cfg_scales).view(T, 1, 1, 1),
         )
 
-    def denoised(self, state: StepState, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        """CFG-combined D(x; sigma) in fp32 (sv3d.md §5: VScalingWithEDMcNoise + triangle CFG)."""
+    def denoised(self, state: StepState, x: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """D(x; sigma) of the uncond and cond halves in fp32 (sv3d.md §5: VScalingWithEDMcNoise)."""
         c_skip, c_out, c_in, c_noise = precondition(torch.tensor(sigma, dtype=torch.float32, device=self.device))
         xx = torch.cat([x, x])  # (2T, 4, h, w)
         unet_in = torch.cat([(xx * c_in).to(self.weight_dtype), state.concat], dim=1)  # (2T, 8, h, w)
@@ -92,12 +92,11 @@ class TorchEagerBackend(Backend):
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
             out = self.models.unet(unet_in, t, state.context, state.vector).float()
         d = out * c_out + xx * c_skip
-        d_uncond, d_cond = d.chunk(2)
-        return cfg_combine(d_uncond, d_cond, state.cfg_scales)
+        return d.chunk(2)
 
     @torch.inference_mode()
     def step(self, state: StepState, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
-        return euler_step(x, self.denoised(state, x, sigma), sigma, sigma_next)
+        return guided_euler_step(x, *self.denoised(state, x, sigma), sigma, sigma_next, state.cfg_scales)
 
     @torch.inference_mode()
     def decode(self, latent: np.ndarray, chunk: int) -> np.ndarray:

@@ -28,20 +28,27 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cameras import COND_AUG
+from ..contract.graphs import GRAPH_NAMES
+from ..contract.manifest import (
+    Manifest,
+    arch_name,
+    check_compatible,
+    engines_use_plugins,
+    load_manifest,
+    source_export_info,
+)
+from ..contract.tensorrt import import_tensorrt, logger_class
 from ..errors import BackendUnavailableError, StaleEngineError
-from ..export.manifest import EXPORT_INFO, Manifest, arch_name, check_compatible, load_manifest
 from ..fileio import write_bytes_atomic
 from ..models.config import SV3DConfig, get_config
 from ..sampler import initial_noise_scale
 from . import cuda
 from .backend import Backend, Conditioning, non_finite_error, pad_chunk
-from .trt_import import import_tensorrt, logger_class
 from .trt_plan import (
-    GRAPHS,
     BufferPlan,
     BufferSpec,
     decode_schedule,
-    engines_use_plugins,
     first_non_finite,
     plan_buffers,
     runtime_cache_name,
@@ -51,7 +58,6 @@ from .trt_plan import (
 
 log = logging.getLogger(__name__)
 
-COND_AUG = 1e-5  # noise added to the image before the VAE encoder (sv3d.md §4.2)
 # Buffers with pinned host staging: the ones the host writes or reads; the rest stay on the GPU.
 STAGED = ("clip.image", "vae_encoder.image", "clip_embedding", "vae_encoder.latent", "denoise_step.concat_latent",
           "denoise_step.vector", "denoise_step.cfg_scales", "vae_decoder.latent")
@@ -102,16 +108,6 @@ def check_engines(manifest: Manifest, backend: str, trt_version: str,
     return config, plan
 
 
-def _read_export_info(manifest: Manifest) -> dict | None:
-    import json
-
-    path = Path(manifest.data.get("onnx_dir") or "") / EXPORT_INFO
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
-
-
 @dataclass
 class Prepared:
     """What `prepare` received; uploaded (and the context engine run) when a loop needs it."""
@@ -147,7 +143,7 @@ class TensorRTBackend(Backend):
         # 1. the manifest decides whether these engines can load here, before any engine is read
         config, self.plan = check_engines(manifest, self.name, trt.__version__, self.capability)
         super().__init__(config)
-        if engines_use_plugins(manifest.data, _read_export_info(manifest)) is not False:
+        if engines_use_plugins(manifest.data, source_export_info(manifest)) is not False:
             from ..kernels.trt_plugin import register_temporal_attention_plugin
 
             register_temporal_attention_plugin(trt)
@@ -155,13 +151,13 @@ class TensorRTBackend(Backend):
         # 2. engines and contexts; one scratch allocation shared by every context
         self.logger = logger_class(trt)()
         self.runtime = trt.Runtime(self.logger)
-        self.engines = {g: self._deserialize(g) for g in GRAPHS}
+        self.engines = {g: self._deserialize(g) for g in GRAPH_NAMES}
         self._check_engine_io()
         scratch = max(int(getattr(e, "device_memory_size_v2", None) or e.device_memory_size)
                       for e in self.engines.values())
         self.scratch = cuda.DeviceBuffer(scratch, "TensorRT scratch")
         self._runtime_cache = None
-        self.contexts = {g: self._context(g) for g in GRAPHS}
+        self.contexts = {g: self._context(g) for g in GRAPH_NAMES}
 
         # 3. buffers, staging and streams, allocated once
         self.stream = cuda.Stream()
@@ -382,26 +378,26 @@ class TensorRTBackend(Backend):
 
     def _scratch_slots(self):
         if self._step_scratch is None:
-            x = self.plan.tensors["denoise_step"]["x"]
-            spec = BufferSpec("step", x.shape, x.dtype, slots=2)
+            x = self.plan.latent
+            spec = BufferSpec("step", x.shape, x.np_dtype, slots=2)
             spec_s = self.plan.sigmas(1)
             self._step_scratch = (cuda.DeviceBuffer(spec.total_bytes, "step scratch"),
                                   cuda.DeviceBuffer(spec_s.total_bytes, "step sigmas"),
-                                  cuda.PinnedArray((2, spec.slot_bytes // x.dtype.itemsize), x.dtype),
+                                  cuda.PinnedArray((2, spec.slot_bytes // x.np_dtype.itemsize), x.np_dtype),
                                   cuda.PinnedArray((2, spec_s.slot_bytes // spec_s.dtype.itemsize), spec_s.dtype))
         return self._step_scratch
 
     def to_native(self, x: np.ndarray) -> DeviceLatent:
         latents, _, host, _ = self._scratch_slots()
-        spec = self.plan.tensors["denoise_step"]["x"]
+        spec = self.plan.latent
         host.array[0, : x.size] = np.asarray(x).reshape(-1)
         cuda.copy_to_device(latents.ptr, host, self.stream, nbytes=spec.nbytes)
         return DeviceLatent(0)
 
     def to_numpy(self, x: DeviceLatent) -> np.ndarray:
         latents, _, host, _ = self._scratch_slots()
-        spec = self.plan.tensors["denoise_step"]["x"]
-        slot_bytes = host.array.shape[1] * spec.dtype.itemsize
+        spec = self.plan.latent
+        slot_bytes = host.array.shape[1] * spec.np_dtype.itemsize
         cuda.copy_to_host(host.ptr + x.slot * slot_bytes, latents.ptr + x.slot * slot_bytes, spec.nbytes, self.stream)
         self.stream.synchronize()  # sync: host read
         return host.array[x.slot, : int(np.prod(spec.shape))].reshape(spec.shape).astype(np.float32)

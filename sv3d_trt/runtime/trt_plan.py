@@ -2,7 +2,7 @@
 
 Every engine IO tensor gets a device buffer allocated once per process and reused by every
 request. Tensors that flow from one engine into the next share one buffer, so nothing is
-copied between them (export/graphs.py names them alike on purpose):
+copied between them (contract/graphs.py `CHAINS`: they carry the same names on purpose):
 
     clip.clip_embedding  ==  context.clip_embedding
     context.attn2_i      ==  denoise_step.attn2_i       (the 32 folded cross-attention values)
@@ -29,40 +29,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contract.graphs import CHAINS, FIXED_IO, GRAPH_NAMES, STEP_INPUTS, STEP_LATENT, STEP_SIGMA, GraphIO, TensorSpec
 from ..errors import StaleEngineError
 from .backend import chunk_ranges
 
 ALIGNMENT = 256  # bytes; TensorRT's required alignment of tensor addresses
-GRAPHS = ("clip", "vae_encoder", "vae_decoder", "context", "denoise_step")
-# (producer graph, consumer graph): outputs of the first feed same-named inputs of the second.
-CHAINS = (("clip", "context"), ("context", "denoise_step"))
-STEP_LATENT = ("x", "x_next")
-STEP_SIGMA = ("sigma", "sigma_next")
-# Tensors each graph must have (inputs, outputs); attn2_* are checked through the context chain.
-REQUIRED = {
-    "clip": (("image",), ("clip_embedding",)),
-    "vae_encoder": (("image",), ("latent",)),
-    "vae_decoder": (("latent",), ("frames",)),
-    "context": (("clip_embedding",), ()),
-    "denoise_step": (("x", "sigma", "sigma_next", "concat_latent", "vector", "cfg_scales"), ("x_next",)),
-}
 
 
 def aligned(nbytes: int, alignment: int = ALIGNMENT) -> int:
     return -(-nbytes // alignment) * alignment
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    graph: str
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    is_input: bool
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
 @dataclass(frozen=True)
@@ -89,17 +64,24 @@ class BufferSpec:
 
 @dataclass(frozen=True)
 class BufferPlan:
-    tensors: dict[str, dict[str, TensorSpec]]  # graph -> tensor name -> spec
+    io: dict[str, GraphIO]  # graph -> the engine's IO, as the manifest records it
     buffers: dict[str, BufferSpec]  # fixed buffers, allocated at load
     bindings: dict[str, dict[str, str]]  # graph -> tensor name -> buffer key (fixed tensors only)
     decode_chunk: int
 
+    @property
+    def tensors(self) -> dict[str, dict[str, TensorSpec]]:
+        return by_name(self.io)
+
+    @property
+    def latent(self) -> TensorSpec:
+        return self.io["denoise_step"].input("x")
+
     def latents(self, steps: int) -> BufferSpec:
-        x = self.tensors["denoise_step"]["x"]
-        return BufferSpec("latents", x.shape, x.dtype, slots=steps + 1)
+        return BufferSpec("latents", self.latent.shape, self.latent.np_dtype, slots=steps + 1)
 
     def sigmas(self, steps: int) -> BufferSpec:
-        return BufferSpec("sigmas", (1,), self.tensors["denoise_step"]["sigma"].dtype, slots=steps + 1)
+        return BufferSpec("sigmas", (1,), self.io["denoise_step"].input("sigma").np_dtype, slots=steps + 1)
 
     @property
     def fixed_bytes(self) -> int:
@@ -111,23 +93,20 @@ class BufferPlan:
 STAGEABLE_DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 
 
-def _dtype(name: str, where: str) -> np.dtype:
-    if name not in STAGEABLE_DTYPES:
-        raise StaleEngineError(f"{where} has IO dtype {name!r}, which the runtime cannot stage; "
-                               "re-export (graph inputs and outputs are float32) and rebuild")
-    return np.dtype(name)
+def by_name(io: dict[str, GraphIO]) -> dict[str, dict[str, TensorSpec]]:
+    """graph -> tensor name -> spec, inputs and outputs together."""
+    return {g: {t.name: t for t in (*graph.inputs, *graph.outputs)} for g, graph in io.items()}
 
 
-def engine_tensors(manifest_engines: dict[str, dict]) -> dict[str, dict[str, TensorSpec]]:
-    """graph -> name -> TensorSpec from the manifest's per-engine inputs/outputs lists."""
+def engine_io(manifest_engines: dict[str, dict]) -> dict[str, GraphIO]:
+    """graph -> GraphIO from the manifest's per-engine inputs/outputs lists."""
     out = {}
     for graph, entry in manifest_engines.items():
-        specs = {}
-        for is_input, key in ((True, "inputs"), (False, "outputs")):
-            for t in entry.get(key, []):
-                specs[t["name"]] = TensorSpec(graph, t["name"], tuple(int(d) for d in t["shape"]),
-                                              _dtype(t["dtype"], f"{graph}.{t['name']}"), is_input)
-        out[graph] = specs
+        io = out[graph] = GraphIO.from_json(graph, entry)
+        for t in (*io.inputs, *io.outputs):
+            if t.dtype not in STAGEABLE_DTYPES:
+                raise StaleEngineError(f"{graph}.{t.name} has IO dtype {t.dtype!r}, which the runtime cannot "
+                                       "stage; re-export (graph inputs and outputs are float32) and rebuild")
     return out
 
 
@@ -141,16 +120,15 @@ def plan_buffers(manifest_engines: dict[str, dict], config, rebuild: str = "sv3d
     """The buffer plan for the engines of a manifest, checked against the SV3D `config`
     (frames, latent size, camera vector length of the variant). StaleEngineError lists every
     mismatch and the `rebuild` command."""
-    problems = [f"no {g} engine" for g in GRAPHS if g not in manifest_engines]
+    problems = [f"no {g} engine" for g in GRAPH_NAMES if g not in manifest_engines]
     _check(problems, rebuild)
-    tensors = engine_tensors(manifest_engines)
-    for graph, (inputs, outputs) in REQUIRED.items():
-        for name, want_input in [(n, True) for n in inputs] + [(n, False) for n in outputs]:
-            spec = tensors[graph].get(name)
-            if spec is None or spec.is_input != want_input:
-                problems.append(f"{graph} has no {'input' if want_input else 'output'} {name!r}")
+    io = engine_io(manifest_engines)
+    for graph, (inputs, outputs) in FIXED_IO.items():
+        problems += [f"{graph} has no input {n!r}" for n in inputs if io[graph].input(n) is None]
+        problems += [f"{graph} has no output {n!r}" for n in outputs if io[graph].output(n) is None]
     _check(problems, rebuild)
 
+    tensors = by_name(io)
     step = tensors["denoise_step"]
     T, h, z = config.num_frames, config.latent_size, config.vae.z_channels
     expected = {
@@ -178,41 +156,40 @@ def plan_buffers(manifest_engines: dict[str, dict], config, rebuild: str = "sv3d
     # Fixed buffers: one per tensor, except chained tensors (one buffer under the bare name)
     # and the per-step ones (bound into the latents/sigmas slots).
     buffers: dict[str, BufferSpec] = {}
-    bindings: dict[str, dict[str, str]] = {g: {} for g in GRAPHS}
+    bindings: dict[str, dict[str, str]] = {g: {} for g in GRAPH_NAMES}
     chained = {}
     for producer, consumer in CHAINS:
-        for name, out in tensors[producer].items():
-            if out.is_input:
-                continue
-            into = tensors[consumer].get(name)
-            if into is None or not into.is_input:
+        for out in io[producer].outputs:
+            name, into = out.name, io[consumer].input(out.name)
+            if into is None:
                 continue
             if (into.shape, into.dtype) != (out.shape, out.dtype):
                 problems.append(f"{producer}.{name} {list(out.shape)} {out.dtype} does not fit "
                                 f"{consumer}.{name} {list(into.shape)} {into.dtype}")
             chained[(producer, name)] = chained[(consumer, name)] = name
-    context_outputs = [n for n, t in tensors["context"].items() if not t.is_input]
-    unfed = [n for n, t in step.items() if t.is_input and ("context", n) not in chained
-             and n not in REQUIRED["denoise_step"][0]]
+    context_outputs = io["context"].output_names
+    unfed = [n for n in io["denoise_step"].input_names if ("context", n) not in chained and n not in STEP_INPUTS]
     if not context_outputs or unfed:
         problems.append(f"denoise_step inputs {unfed or 'attn2_*'} are not produced by the context engine")
     _check(problems, rebuild)
 
-    for graph in GRAPHS:
+    for graph in GRAPH_NAMES:
         for name, spec in tensors[graph].items():
             if graph == "denoise_step" and name in STEP_LATENT + STEP_SIGMA:
                 continue
             if graph == "vae_decoder":
                 continue  # slot buffers below
             key = chained.get((graph, name), f"{graph}.{name}")
-            buffers.setdefault(key, BufferSpec(key, spec.shape, spec.dtype))
+            buffers.setdefault(key, BufferSpec(key, spec.shape, spec.np_dtype))
             bindings[graph][name] = key
     chunk = decoder_in.shape[0]
     chunks = len(chunk_ranges(T, chunk))
     frames = tensors["vae_decoder"]["frames"]
-    buffers["vae_decoder.latent"] = BufferSpec("vae_decoder.latent", decoder_in.shape, decoder_in.dtype, slots=chunks)
-    buffers["vae_decoder.frames"] = BufferSpec("vae_decoder.frames", frames.shape, frames.dtype, slots=min(2, chunks))
-    return BufferPlan(tensors=tensors, buffers=buffers, bindings=bindings, decode_chunk=chunk)
+    buffers["vae_decoder.latent"] = BufferSpec("vae_decoder.latent", decoder_in.shape, decoder_in.np_dtype,
+                                               slots=chunks)
+    buffers["vae_decoder.frames"] = BufferSpec("vae_decoder.frames", frames.shape, frames.np_dtype,
+                                               slots=min(2, chunks))
+    return BufferPlan(io=io, buffers=buffers, bindings=bindings, decode_chunk=chunk)
 
 
 def step_addresses(latents_base: int, latent_slot_bytes: int, sigmas_base: int, sigma_slot_bytes: int,
@@ -255,12 +232,3 @@ def runtime_cache_name(capability: tuple[int, int]) -> str:
     """TensorRT-RTX runtime cache file beside the engines: one per GPU architecture, since the
     kernels JIT-compiled into it are for that architecture only."""
     return f"runtime_cache.sm{capability[0]}{capability[1]}.bin"
-
-
-def engines_use_plugins(manifest_data: dict, export_info: dict | None) -> bool | None:
-    """Whether the engines hold TemporalAttention plugin layers: from the manifest's copy of the
-    export settings, else the source export.json; None when neither says."""
-    for source in (manifest_data.get("export", {}), export_info or {}):
-        if "plugins" in source:
-            return bool(source["plugins"])
-    return None

@@ -108,7 +108,7 @@ def _export(module, feeds: dict, path, dtype, dynamic_axes=None):
 
 def _record_calibration(step: nn.Module, path):
     """Run seeded Euler trajectories of the fp32 step module and record every step's feeds."""
-    from sv3d_trt.export.quantize import save_calibration
+    from sv3d_trt.contract.calibration import save_calibration
 
     samples, generation, steps = [], [], []
     sigmas = np.geomspace(80.0, 0.05, STEPS + 1)

@@ -13,8 +13,8 @@ from sv3d_trt.cli import main
 from sv3d_trt.errors import BackendUnavailableError, StaleEngineError
 from sv3d_trt.export import build
 from sv3d_trt.export.build import RTXEngineBuilder, build_engines, save_engine
-from sv3d_trt.export.manifest import MANIFEST_NAME, load_manifest, verify_engines
-from sv3d_trt.runtime.trt_import import import_tensorrt
+from sv3d_trt.contract.manifest import MANIFEST_NAME, load_manifest, verify_engines
+from sv3d_trt.contract.tensorrt import import_tensorrt
 
 
 def test_fp16_engines_and_manifest(built_fp16, export_fp16):
@@ -174,14 +174,18 @@ def test_full_tensorrt_refuses_cross_builds():
 def test_real_tiny_export_builds(rtx, tmp_path_factory, precision):
     """The acceptance chain on the real graphs: make-checkpoint tiny -> export (fp16, with its
     calibration set) -> build for sm89 -> verify. Minutes on 2 cores, hence slow."""
+    from functools import partial
+
     from sv3d_trt.export.onnx_export import export_checkpoint
     from sv3d_trt.models.checkpoint import make_checkpoint
+    from sv3d_trt.runtime.calibration import record_calibration
 
     root = tmp_path_factory.getbasetemp() / "real_tiny"
     onnx_dir = root / "onnx"
     if not (onnx_dir / "export.json").is_file():
         checkpoint = make_checkpoint(root / "ck.safetensors", "tiny", "sv3d_p", seed=0)
-        export_checkpoint(checkpoint, onnx_dir, precision="fp16", calibration={"steps": 8})
+        export_checkpoint(checkpoint, onnx_dir, precision="fp16",
+                          calibrate=partial(record_calibration, checkpoint, steps=8))
     manifest = build_engines(onnx_dir, root / precision, backend=rtx, precision=precision, targets=["sm89"])
     assert set(manifest.engines) == {"clip", "vae_encoder", "vae_decoder", "context", "denoise_step"}
     assert manifest.engines["denoise_step"]["precision"] == precision

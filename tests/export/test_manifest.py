@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from sv3d_trt.errors import StaleEngineError
-from sv3d_trt.export.manifest import (
+from sv3d_trt.contract.manifest import (
     MANIFEST_NAME,
     Precision,
     arch_name,

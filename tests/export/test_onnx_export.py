@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from sv3d_trt.export.graphs import GRAPH_NAMES, build_graph, graph_io  # noqa: E402
+from sv3d_trt.contract.graphs import GRAPH_NAMES  # noqa: E402
+from sv3d_trt.export.graphs import build_graph, graph_io, sample_inputs  # noqa: E402
 from sv3d_trt.export.onnx_export import export_checkpoint  # noqa: E402
 from sv3d_trt.models.checkpoint import load_checkpoint  # noqa: E402
 from tests.conftest import rel_err  # noqa: E402
@@ -71,7 +72,7 @@ def export_fp16(tiny_checkpoint, tmp_path_factory):
 
 
 def _reference(models, contracts, name, seed):
-    inputs = contracts[name].sample_inputs(seed)
+    inputs = sample_inputs(contracts[name], seed)
     with torch.no_grad():
         out = build_graph(name, models)(*inputs)
     out = out if isinstance(out, tuple) else (out,)
@@ -138,7 +139,7 @@ def test_bf16_context_graph(tiny_checkpoint, models, contracts, tmp_path):
 
 
 def test_export_json(export_fp32, tiny_checkpoint, contracts):
-    from sv3d_trt.export.manifest import sha256_file
+    from sv3d_trt.contract.manifest import sha256_file
 
     info = json.loads((export_fp32 / "export.json").read_text())
     assert (info["config"], info["variant"], info["precision"]) == ("tiny", "sv3d_p", "fp32")
@@ -201,8 +202,9 @@ def test_last_step_returns_the_denoised_value(export_fp32, models, contracts):
     """At sigma_next = 0 the graph returns D exactly (the Euler formula would differ by rounding)."""
     from sv3d_trt.runtime.backend import Conditioning
     from sv3d_trt.runtime.torch_eager import TorchEagerBackend
+    from sv3d_trt.sampler import cfg_combine
 
-    inputs = list(contracts["denoise_step"].sample_inputs(14))
+    inputs = list(sample_inputs(contracts["denoise_step"], 14))
     inputs[1], inputs[2] = torch.tensor([0.002]), torch.tensor([0.0])
     names = contracts["denoise_step"].input_names
     backend = TorchEagerBackend(models)
@@ -210,7 +212,7 @@ def test_last_step_returns_the_denoised_value(export_fp32, models, contracts):
     inputs[6:] = build_graph("context", models)(clip)
     state = backend.prepare(Conditioning(clip.numpy(), inputs[3].numpy(), None), inputs[4].numpy(), inputs[5].numpy())
     with torch.no_grad():
-        denoised = backend.denoised(state, inputs[0], 0.002).numpy()
+        denoised = cfg_combine(*backend.denoised(state, inputs[0], 0.002), state.cfg_scales).numpy()
     (out,) = _run(export_fp32 / "denoise_step.onnx", names, [t.detach() for t in inputs])
     assert rel_err(out, denoised) <= 1e-5
 
@@ -242,7 +244,7 @@ def test_plugin_export_with_external_weights(models, contracts, tmp_path, monkey
 
 
 def test_recorded_steps_budget():
-    from sv3d_trt.export.calibration import recorded_steps
+    from sv3d_trt.runtime.calibration import recorded_steps
 
     assert recorded_steps(50, 4, sample_bytes=1000, max_bytes=10**9) == list(range(50))
     full = recorded_steps(50, 4, sample_bytes=2_000_000, max_bytes=256 * 2**20)
@@ -255,8 +257,9 @@ def test_calibration_set(tiny_checkpoint, export_fp32, tmp_path):
     feeding sample i to denoise_step.onnx gives sample i+1's x."""
     import shutil
 
-    from sv3d_trt.export.calibration import record_calibration
-    from sv3d_trt.export.quantize import CALIBRATION_PATH, load_calibration
+    from sv3d_trt.runtime.calibration import record_calibration
+    from sv3d_trt.contract.calibration import CALIBRATION_PATH
+    from sv3d_trt.export.quantize import load_calibration
     from sv3d_trt.preprocess import example_image_path
 
     info = record_calibration(tiny_checkpoint, tmp_path, images=[example_image_path("toy")], seeds=[0, 1], steps=3)
@@ -289,7 +292,7 @@ def test_calibration_images(tmp_path):
     from PIL import Image
 
     from sv3d_trt.errors import ImageError
-    from sv3d_trt.export.calibration import calibration_images
+    from sv3d_trt.runtime.calibration import calibration_images
 
     assert [p.name for p in calibration_images()] == ["mug_rgba.png", "toy_rgb.png"]
     with pytest.raises(ImageError, match="no image"):

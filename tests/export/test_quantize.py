@@ -8,15 +8,14 @@ import pytest
 
 pytest.importorskip("modelopt.onnx.quantization", reason="nvidia-modelopt (ONNX PTQ) not installed")
 
+from sv3d_trt.contract.calibration import CALIBRATION_PATH, save_calibration  # noqa: E402
+from sv3d_trt.contract.manifest import Precision, sha256_file  # noqa: E402
 from sv3d_trt.errors import StaleEngineError  # noqa: E402
-from sv3d_trt.export.manifest import Precision, sha256_file  # noqa: E402
 from sv3d_trt.export.quantize import (  # noqa: E402
-    CALIBRATION_PATH,
     excluded_nodes,
     load_calibration,
     quantize_graph,
     quantize_step_graph,
-    save_calibration,
     step_errors,
 )
 

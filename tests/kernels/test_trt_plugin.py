@@ -16,7 +16,7 @@ from sv3d_trt.errors import BackendUnavailableError
 from sv3d_trt.kernels import aot
 from sv3d_trt.kernels.onnx_op import emit_plugin_nodes
 from sv3d_trt.kernels.trt_plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION, register_temporal_attention_plugin
-from sv3d_trt.runtime.trt_import import import_tensorrt
+from sv3d_trt.contract.tensorrt import import_tensorrt
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip install tensorrt-rtx-cu13) is not installed")
 

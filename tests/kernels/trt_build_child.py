@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sv3d_trt.kernels.trt_plugin import register_temporal_attention_plugin as register
-from sv3d_trt.runtime.trt_import import ensure_parser_library, import_tensorrt
+from sv3d_trt.contract.tensorrt import ensure_parser_library, import_tensorrt
 
 onnx_path, engine_path, backend = sys.argv[1:4]
 trt = import_tensorrt(backend)

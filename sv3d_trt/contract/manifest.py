@@ -1,9 +1,13 @@
-"""manifest.json: what a directory of engines was built from, by what, for which GPUs.
+"""manifest.json and export.json: the records that tie an engine directory to its export.
+
+manifest.json says what a directory of engines was built from, by what, for which GPUs.
 
 Written by `sv3d-trt build` next to the `<graph>.engine` files; read by the runtime before it
 deserializes anything, because a TensorRT engine fails obscurely (or not at all, but wrongly)
 when loaded by another TensorRT version, on another architecture, or for the wrong SV3D
-variant. Torch-free and TensorRT-free: the runtime imports it.
+variant. export.json (`sv3d-trt export`, beside the ONNX graphs) says what the graphs were
+exported from, in which precision, with which IO (contract/graphs.py `GraphIO.to_json`).
+Torch-free and TensorRT-free: the runtime imports it.
 
 Layout (`FORMAT_VERSION` 1):
 
@@ -223,6 +227,24 @@ def load_manifest(directory: str | os.PathLike) -> Manifest:
     return Manifest(data, directory)
 
 
+def external_data_files(onnx_path: Path) -> list[str]:
+    """Names (relative to the ONNX file) of the weight files an ONNX graph references."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return sorted({ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)})
+
+
+def source_entry(onnx_path: Path) -> dict:
+    """The manifest's record of an ONNX file an engine was built from: its hash and its weights'."""
+    return {
+        "file": onnx_path.name,
+        "sha256": sha256_file(onnx_path),
+        "external_data": {n: sha256_file(onnx_path.parent / n) for n in external_data_files(onnx_path)},
+    }
+
+
 def _onnx_problems(what: str, source: dict, directory: Path) -> list[str]:
     """Compare an ONNX file and its external weight files with their recorded hashes."""
     problems = []
@@ -300,9 +322,14 @@ def check_compatible(
 EXPORT_INFO = "export.json"  # written by `sv3d-trt export` beside the ONNX graphs
 
 
-def read_export_info(directory: str | Path) -> dict:
+def write_export_info(directory: str | Path, info: dict) -> None:
+    write_json_atomic(Path(directory) / EXPORT_INFO, info)
+
+
+def read_export_info(directory: str | Path, require_graphs: tuple[str, ...] = ()) -> dict:
     """export.json of an export directory; StaleEngineError naming the export command when it is
-    absent, unreadable or does not record the export precision."""
+    absent, unreadable, does not record the export precision, or lists none of `require_graphs`
+    (a runtime that runs all of them passes GRAPH_NAMES)."""
     path = Path(directory) / EXPORT_INFO
     info = _read_record(
         path,
@@ -312,4 +339,25 @@ def read_export_info(directory: str | Path) -> dict:
     )
     if "precision" not in info:
         raise StaleEngineError(f"{path} does not record the export precision; re-run `sv3d-trt export`")
+    missing = [g for g in require_graphs if g not in info.get("graphs", {})]
+    if missing:
+        raise StaleEngineError(f"{path} lists no {', '.join(missing)} graph; re-run `sv3d-trt export` for all graphs")
     return info
+
+
+def source_export_info(manifest: Manifest) -> dict | None:
+    """The export.json the engines were built from, when its directory is still there (else None)."""
+    path = Path(manifest.data.get("onnx_dir") or "") / EXPORT_INFO
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def engines_use_plugins(manifest_data: dict, export_info: dict | None) -> bool | None:
+    """Whether the engines hold TemporalAttention plugin layers: from the manifest's copy of the
+    export settings, else the source export.json; None when neither says."""
+    for source in (manifest_data.get("export", {}), export_info or {}):
+        if "plugins" in source:
+            return bool(source["plugins"])
+    return None

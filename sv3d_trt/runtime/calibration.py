@@ -1,11 +1,14 @@
 """The calibration set of int8/fp8 builds: real denoise_step feeds, recorded during seeded generations.
 
 `sv3d-trt export` runs a few complete generations (the bundled example images by default,
-a folder of the user's images with `--calib-images`) through the context and denoise_step
-graph MODULES in fp32 (the reference trajectories, identical to the exported fp32 graphs to
-1e-6) and keeps, for the recorded steps, exactly the arrays the step graph was fed. The file
-format is the one `quantize.py` reads (`save_calibration`, its module docstring): one array
-per step-graph input, stacked along a leading sample axis, plus `_generation` and `_step`.
+a folder of the user's images with `--calib-images`) through the torch-eager reference in fp32
+and keeps, for the recorded steps, exactly what the denoise_step graph is fed at that point:
+the step's inputs and the folded cross-attention values the context graph computes
+(models/fold.py `attn2_outputs`; the exported fp32 graphs reproduce the reference trajectory
+to 1e-6). The file format is contract/calibration.py's, which export/quantize.py reads: one
+array per step-graph input, stacked along a leading sample axis, plus `_generation` and `_step`.
+It lives in the runtime, not in export/, because it is a run of the pipeline; the exporter
+receives it as a callable (`export_checkpoint(calibrate=...)`) and never imports the runtime.
 
 Size: every sample repeats the per-generation inputs, so a full-size sample is ~2 MB (mostly
 x_t, 21x4x72x72 fp32). The set is capped at `max_bytes` (256 MiB by default): when all steps of
@@ -18,7 +21,6 @@ vector varies across the set; sv3d_u has no camera input.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -27,13 +29,14 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from ..contract.calibration import CALIBRATION_PATH, save_calibration
+from ..contract.graphs import STEP_INPUTS, attn2_input_names, graph_contracts
 from ..errors import ImageError
 from ..models.checkpoint import load_checkpoint
+from ..models.fold import attn2_modules, attn2_outputs
 from ..preprocess import EXAMPLES, example_image_path
-from ..runtime.pipeline import Pipeline
-from ..runtime.torch_eager import TorchEagerBackend
-from .graphs import ContextGraph, DenoiseStepGraph, graph_io
-from .quantize import CALIBRATION_PATH, save_calibration
+from .pipeline import Pipeline
+from .torch_eager import TorchEagerBackend
 
 DEFAULT_SEEDS = 2
 DEFAULT_STEPS = 50
@@ -63,40 +66,38 @@ def recorded_steps(steps: int, generations: int, sample_bytes: int, max_bytes: i
 
 
 class RecordingBackend(TorchEagerBackend):
-    """torch-eager in fp32 whose `prepare`/`step` run the context and denoise_step graph modules
-    and keep the step graph's feed at the chosen steps."""
+    """torch-eager in fp32 that keeps the denoise_step graph's feed at the chosen steps."""
 
     def __init__(self, models, device: str, steps_to_record: Iterable[int]):
         super().__init__(models, device=device, dtype="fp32")
-        self.context_graph = ContextGraph(models.unet).to(self.device)
-        self.step_graph = DenoiseStepGraph(models.unet).to(self.device)
-        self.io = graph_io(models.config, decode_chunk=1)
+        self.attn2 = list(attn2_modules(models.unet).values())
         self.steps_to_record = set(steps_to_record)
         self.samples: list[dict[str, np.ndarray]] = []
         self.sample_steps: list[int] = []
+        self._feed: dict[str, np.ndarray] = {}
         self._step = 0
 
     @torch.inference_mode()
-    def prepare(self, cond, vector: np.ndarray, cfg_scales: np.ndarray) -> dict[str, torch.Tensor]:
-        attn2 = self.context_graph(self.to_native(cond.clip_embedding))
-        self._step = 0
-        return {
-            "concat_latent": self.to_native(cond.concat_latent),
-            "vector": self.to_native(vector),
-            "cfg_scales": self.to_native(cfg_scales),
-            **dict(zip(self.io["context"].output_names, attn2)),
+    def prepare(self, cond, vector: np.ndarray, cfg_scales: np.ndarray):
+        attn2 = attn2_outputs(self.attn2, self.to_native(cond.clip_embedding))  # the context graph's outputs
+        self._feed = {
+            "concat_latent": np.asarray(cond.concat_latent, np.float32),  # (1, 4, h, w)
+            "vector": np.asarray(vector, np.float32),  # (T, adm)
+            "cfg_scales": np.asarray(cfg_scales, np.float32),  # (T,)
+            **{n: self.to_numpy(a) for n, a in zip(attn2_input_names(len(attn2)), attn2)},  # (2, C_i)
         }
+        self._step = 0
+        return super().prepare(cond, vector, cfg_scales)
 
-    @torch.inference_mode()
-    def step(self, state: dict, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
-        feed = {"x": x, "sigma": self.to_native(np.array([sigma])), "sigma_next": self.to_native(np.array([sigma_next])),
-                **state}
-        args = [feed[name] for name in self.io["denoise_step"].input_names]
+    def step(self, state, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
         if self._step in self.steps_to_record:
-            self.samples.append({name: self.to_numpy(a) for name, a in zip(self.io["denoise_step"].input_names, args)})
+            feed = {"x": self.to_numpy(x), "sigma": np.array([sigma], np.float32),
+                    "sigma_next": np.array([sigma_next], np.float32), **self._feed}
+            names = [*STEP_INPUTS, *attn2_input_names(len(self.attn2))]  # the graph's input order
+            self.samples.append({n: feed[n] for n in names})
             self.sample_steps.append(self._step)
         self._step += 1
-        return self.step_graph(*args)
+        return super().step(state, x, sigma, sigma_next)
 
 
 def record_calibration(
@@ -114,8 +115,9 @@ def record_calibration(
     images = [Path(p) for p in (calibration_images() if images is None else images)]
     seeds = list(seeds)
     models = load_checkpoint(checkpoint, dtype="fp32", device=device)
-    io = graph_io(models.config, decode_chunk=1)["denoise_step"]
-    sample_bytes = sum(4 * math.prod(t.shape) for t in io.inputs)
+    widths = [a.to_out[0].out_features for a in attn2_modules(models.unet).values()]
+    io = graph_contracts(models.config, 1, widths)["denoise_step"]
+    sample_bytes = sum(t.nbytes for t in io.inputs)
     generations = [(image, seed) for image in images for seed in seeds]
     chosen = recorded_steps(steps, len(generations), sample_bytes, max_bytes)
     backend = RecordingBackend(models, device, chosen)

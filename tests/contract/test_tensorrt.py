@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sv3d_trt.errors import BackendUnavailableError
-from sv3d_trt.runtime import trt_import
-from sv3d_trt.runtime.trt_import import backend_of, ensure_parser_library, import_tensorrt
+from sv3d_trt.contract import tensorrt
+from sv3d_trt.contract.tensorrt import backend_of, ensure_parser_library, import_tensorrt
 
 
 def _fake_modules(monkeypatch, available: dict[str, str]):
@@ -23,7 +23,7 @@ def _fake_modules(monkeypatch, available: dict[str, str]):
             return types.SimpleNamespace(__name__=name, __version__=available[name])
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(trt_import.importlib, "import_module", fake)
+    monkeypatch.setattr(tensorrt.importlib, "import_module", fake)
 
 
 def test_auto_prefers_full_tensorrt(monkeypatch):

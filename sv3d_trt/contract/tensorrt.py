@@ -2,7 +2,8 @@
 
 Both flavours expose the same Python API family, so every builder and runner in this package
 takes the module returned here and never imports either one itself (Polygraphy's
-`mod.lazy_import("tensorrt")` habit). Torch-free on purpose: the runtime imports this.
+`mod.lazy_import("tensorrt")` habit). Torch-free on purpose: the builder (export/build.py)
+and the engine runtime (runtime/trt.py) both import this.
 
 Auto-pick (`backend=None`): full TensorRT when it imports, else TensorRT-RTX. An explicit
 backend wins and fails loudly when its package is missing.
@@ -17,18 +18,9 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from ..backends import canonical_backend
 from ..errors import BackendUnavailableError
+from .backends import ENGINE_BACKENDS, INFO, canonical_backend
 
-# backend name -> (python module, how a user installs it). Full TensorRT's libraries come from
-# NVIDIA's index; PyPI holds only its bindings.
-_MODULES = {
-    "tensorrt": (
-        "tensorrt",
-        "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13",
-    ),
-    "tensorrt-rtx": ("tensorrt_rtx", "pip install tensorrt-rtx-cu13"),
-}
 _MIN_TENSORRT_MAJOR = 10
 
 # TensorRT-RTX wheel packaging bug (TensorRT-RTX 1.7): the ONNX parser dlopens the unversioned
@@ -53,10 +45,10 @@ def import_tensorrt(backend: str | None = None) -> ModuleType:
     Raises BackendUnavailableError naming the install command when nothing usable is installed.
     """
     if backend is None:
-        names = ["tensorrt", "tensorrt-rtx"]
+        names = list(ENGINE_BACKENDS)
     else:
         name = canonical_backend(backend)
-        if name not in _MODULES:
+        if name not in ENGINE_BACKENDS:
             raise BackendUnavailableError(
                 f"backend {backend!r} is not a TensorRT backend; choose tensorrt or tensorrt-rtx"
             )
@@ -64,7 +56,7 @@ def import_tensorrt(backend: str | None = None) -> ModuleType:
 
     reasons = []
     for name in names:
-        module_name, install = _MODULES[name]
+        module_name, install = INFO[name].module, INFO[name].install
         trt, reason = _try_import(module_name)
         if trt is None:
             reasons.append(f"{name}: {reason}; install with `{install}`")
