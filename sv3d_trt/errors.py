@@ -17,6 +17,10 @@ class CameraError(SV3DError):
     """Bad orbit / camera-path input (wrong length, out of range, given to sv3d_u)."""
 
 
+class OutputError(SV3DError):
+    """The output folder cannot be used: a file, read-only, another run writing it, someone else's files."""
+
+
 class StaleEngineError(SV3DError):
     """Engines or ONNX graphs do not match this GPU, TensorRT version, variant or shapes."""
 

@@ -23,6 +23,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..devices import check_torch_device
 from ..errors import CheckpointError
 from ..fileio import atomic_path
 from .config import PRESETS, VARIANTS, SV3DConfig, adm_in_channels, get_config
@@ -262,6 +263,7 @@ def load_checkpoint(
     from safetensors import SafetensorError, safe_open
 
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    device = check_torch_device(str(device))  # "cuda" without a GPU: one line now, not a driver error later
     config = inspect_checkpoint(path)
     header = read_header(path)
     models = SV3DModels(config=config)

@@ -1,19 +1,17 @@
 """Run one pipeline over many images: `sv3d-trt run IMAGE... --out DIR`.
 
-Each image gets OUT/<stem>/ with the layout of `sv3d-trt generate` (frames, orbit.mp4,
-orbit.gif, cameras.json, input.png) plus run.json (settings, versions, backend, noise source,
-timings) and optionally mesh.glb. An image's directory is assembled in a hidden staging
-directory beside it and renamed into place when complete, so a crash or a failure never
-leaves half an image's outputs, and a later image failing never touches earlier ones. Errors
-are collected per image; the caller decides the exit status.
+Each image gets OUT/<stem>/ (the stem made safe: output_folder.safe_name) with the layout of
+`sv3d-trt generate` (frames, orbit.mp4, orbit.gif, cameras.json, input.png, run.json: settings,
+input hashes, versions, backend, noise source, timings) and optionally mesh.glb. A folder is
+assembled in a hidden staging folder and renamed into place when complete, under a lock
+(output_folder.staged_folder), so a crash or a failure never leaves half an image's outputs,
+and a later image failing never touches earlier ones. Errors are collected per image; the
+caller decides the exit status. `generate` writes its one folder with `BatchRunner.write`.
 """
 from __future__ import annotations
 
 import logging
-import os
 import platform
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,8 +20,10 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
+from ..contract.manifest import sha256_file
 from ..errors import NumericsError, SV3DError
 from ..fileio import write_json_atomic
+from ..output_folder import staged_folder, unique_names
 from .pipeline import Pipeline, Result
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ class RunSettings:
     decode_chunk: int = 14
     mesh: bool = False
     fps: int = 10
+    mask: str | None = None  # generate only: one mask for its one image
+    rembg: bool = False
 
 
 @dataclass
@@ -53,13 +55,8 @@ class ImageOutcome:
 
 
 def output_names(images: list[str | Path]) -> list[str]:
-    """One directory name per image: its stem, made unique with -2, -3, ... on collisions."""
-    names, seen = [], {}
-    for image in images:
-        stem = Path(image).stem or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-    return names
+    """One folder name per image: its stem, made safe and unique with -2, -3, ... on collisions."""
+    return unique_names([Path(image).stem for image in images])
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -90,18 +87,17 @@ def versions() -> dict:
             "platform": platform.platform()}
 
 
-def _publish(staging: Path, dest: Path) -> None:
-    """Move a complete staging directory onto `dest`, replacing an older result."""
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700; give the usual mode
-    old = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        dest.replace(old / dest.name)
-    staging.replace(dest)
-    if old is not None:
-        shutil.rmtree(old)
+def input_record(image, settings: RunSettings, source: str | Path | None) -> dict:
+    """What run.json says the result was made from: files by path and sha256 (the model source,
+    possibly gigabytes, by path and size only)."""
+    files = {"image": image, "mask": settings.mask}
+    if settings.orbit not in (None, "static", "dynamic"):
+        files["orbit"] = settings.orbit
+    record = {k: {"path": str(Path(v).resolve()), "sha256": sha256_file(v) if Path(v).is_file() else None}
+              for k, v in files.items() if v is not None}
+    if source is not None:
+        record["model"] = {"path": str(Path(source).resolve()), "bytes": Path(source).stat().st_size}
+    return record
 
 
 def _write_mesh(result: Result, out_dir: Path, device: str) -> None:
@@ -116,23 +112,26 @@ class BatchRunner:
     export) for images whose latent turned non-finite; it is built on first need only."""
 
     def __init__(self, pipeline: Pipeline, settings: RunSettings,
-                 fallback: Callable[[], Pipeline] | None = None):
+                 fallback: Callable[[], Pipeline] | None = None, source: str | Path | None = None):
         self.pipeline = pipeline
         self.settings = settings
+        self.source = source  # the checkpoint / export / engine folder, for run.json
         self._fallback_factory = fallback
         self._fallback: Pipeline | None = None
 
     def _generate(self, pipeline: Pipeline, image, on_step) -> Result:
         s = self.settings
         return pipeline.generate(image, orbit=s.orbit, elevation=s.elevation, seed=s.seed, steps=s.steps,
-                                 decode_chunk=s.decode_chunk, on_step=on_step)
+                                 decode_chunk=s.decode_chunk, mask=s.mask, rembg=s.rembg, on_step=on_step)
 
-    def run_one(self, image: str | Path, out_dir: Path, on_step: Callable[[int], None] | None = None) -> ImageOutcome:
+    def write(self, image: str | Path, out_dir: Path, on_step: Callable[[int], None] | None = None,
+              on_save: Callable[[], None] | None = None) -> ImageOutcome:
+        """Generate `image` into `out_dir` with run.json, staged and locked (staged_folder);
+        raises on failure, OutputError before any work when `out_dir` cannot be written.
+        on_step(step) during the denoise loop; on_save() when writing starts."""
         outcome = ImageOutcome(image=str(image), out_dir=out_dir, ok=False)
         pipeline = self.pipeline
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-        try:
+        with staged_folder(out_dir) as staging:
             try:
                 result = self._generate(pipeline, image, on_step)
             except NumericsError as e:
@@ -145,6 +144,8 @@ class BatchRunner:
                 pipeline = self._fallback
                 result = self._generate(pipeline, image, on_step)
             timings = dict(result.timings)
+            if on_save is not None:
+                on_save()
             t0 = time.perf_counter()
             result.save(staging, fps=self.settings.fps)
             timings["save"] = time.perf_counter() - t0
@@ -156,6 +157,7 @@ class BatchRunner:
             outcome.timings = {k: round(v, 4) for k, v in timings.items()}
             write_json_atomic(staging / RUN_INFO, {
                 "image": str(Path(image).resolve()),
+                "inputs": input_record(image, self.settings, self.source),
                 "settings": asdict(self.settings),
                 "variant": pipeline.variant,
                 "backend": pipeline.backend.describe(),
@@ -164,18 +166,20 @@ class BatchRunner:
                 "versions": versions(),
                 "timings_s": outcome.timings,
             })
-            _publish(staging, out_dir)
-            outcome.ok = True
+        outcome.ok = True
+        return outcome
+
+    def run_one(self, image: str | Path, out_dir: Path, on_step: Callable[[int], None] | None = None) -> ImageOutcome:
+        """`write`, with a failure recorded in the outcome instead of raised."""
+        try:
+            return self.write(image, out_dir, on_step)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - one image's failure must not end the batch
-            outcome.error = failure_message(e, pipeline.backend.name)
             if not isinstance(e, SV3DError):
                 log.exception("%s failed", image)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
-        return outcome
+            return ImageOutcome(image=str(image), out_dir=out_dir, ok=False,
+                                error=failure_message(e, self.pipeline.backend.name))
 
     def run(self, images: list[str | Path], out: str | Path,
             on_step: Callable[[int, int], None] | None = None,

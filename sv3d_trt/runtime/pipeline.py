@@ -53,6 +53,9 @@ class Pipeline:
     def from_checkpoint(cls, checkpoint, backend: str = "torch-eager", device: str = "cpu", dtype: str = "fp32",
                         **options) -> "Pipeline":
         """Build a pipeline over a PyTorch backend (torch-eager, torch-compile, torch-fast)."""
+        from ..devices import check_torch_device
+
+        device = check_torch_device(device)  # before torch parses an unknown device string its own way
         return cls(backend_class(backend).from_checkpoint(checkpoint, device=device, dtype=dtype, **options))
 
     @classmethod
