@@ -403,5 +403,41 @@ def bench(checkpoint, config_name, variant, backends, onnx_dir, engines_dir, ste
         write_bytes_atomic(markdown_path, to_markdown(to_json(result)).encode())
 
 
+# ---- serve --------------------------------------------------------------------------------
+
+
+@main.command("serve")
+@click.option("--artifacts", type=click.Path(exists=True), default=None,
+              help="Engine directory (`sv3d-trt build`) or ONNX export (`sv3d-trt export`).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A checkpoint (PyTorch backends).")
+@click.option("--backend", default=None, help="Force a backend (default: chosen by what the source holds).")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help="PyTorch backends' UNet dtype.")
+@click.option("--replicas", type=click.IntRange(1), default=1, show_default=True, help="Generator replicas (one GPU each).")
+@click.option("--autoscale", default=None, metavar="MIN:MAX", help="Autoscale generator replicas instead of --replicas.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--max-queued", type=click.IntRange(0), default=16, show_default=True,
+              help="Waiting jobs past which POST answers 429 with Retry-After.")
+@click.option("--parallel", type=click.Choice(["none", "cfg"]), default="none", show_default=True,
+              help="cfg: the two guidance halves on two workers (two GPUs of one node; torch-eager).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              help="Where finished jobs' files are kept (default: a temporary folder).")
+@click.option("--retention", type=click.IntRange(1), default=100, show_default=True, help="Finished jobs kept.")
+@_friendly
+def serve_command(artifacts, checkpoint, backend, dtype, replicas, autoscale, host, port, max_queued, parallel,
+                  results_dir, retention):
+    """Serve orbits and meshes over HTTP on Ray Serve (POST /v1/orbits; OpenAPI at /docs)."""
+    from .serve import ServeConfig, parse_autoscale
+    from .serve.app import serve_forever
+
+    if (artifacts is None) == (checkpoint is None):
+        raise click.UsageError("give exactly one of --artifacts DIR and --checkpoint CKPT")
+    config = ServeConfig(source=artifacts or checkpoint, backend=backend, dtype=dtype, replicas=replicas,
+                         autoscale=parse_autoscale(autoscale) if autoscale else None, host=host, port=port,
+                         max_queued=max_queued, parallel=parallel, results_dir=results_dir, retention=retention)
+    serve_forever(config, on_ready=lambda url: click.echo(f"serving on {url} (API docs: {url}/docs); Ctrl-C stops"))
+
+
 if __name__ == "__main__":
     main()

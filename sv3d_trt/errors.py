@@ -35,3 +35,11 @@ class NumericsError(SV3DError):
 
 class MeshError(SV3DError):
     """A mesh file cannot be used (unreadable, not watertight) or a mesh step failed (UV unwrap)."""
+
+
+class RequestError(SV3DError):
+    """A request to `sv3d-trt serve` (or its options) is malformed: a missing image, a bad field."""
+
+
+class JobCancelled(SV3DError):
+    """A served generation was cancelled; raised from its step callback between denoise steps."""
