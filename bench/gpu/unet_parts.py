@@ -42,8 +42,10 @@ from .runner import Context, PartResult
 # enough for 16-bit rounding through 1.5 B random weights, tight enough to catch a wrong kernel
 # (which lands near 1). To be tightened from the first GPU run's numbers.
 UPDATE_TOLERANCE = {"fp32": 1e-4, "fp16": 3e-2, "bf16": 1e-1}
-# Graph replay runs the same kernels on the same inputs as the eager loop.
-LOOP_TOLERANCE = 1e-5
+# Graph replay runs the same modules on the same inputs as the eager loop, so the latents should
+# be bit-equal (reported as such); cuBLAS may pick other algorithms under capture, which moves
+# fp16 results by rounding. A stale or reused buffer moves them by O(1): that is what fails.
+LOOP_TOLERANCE = 1e-3
 
 
 def low_precision(ctx: Context) -> str:
@@ -238,7 +240,8 @@ def loop(ctx: Context) -> PartResult:
                               "max_abs_diff": diff, "rel_err": err}
     if not err <= LOOP_TOLERANCE:
         problems.append(f"graph-replayed loop differs from the eager loop: rel err {err:.3g}")
-    summary += f", CUDA graph replay); graph vs eager over {opts.check_steps} steps: max |diff| {diff:.2e}"
+    equal = "bit-equal" if data["graph_vs_eager"]["bit_equal"] else f"rel err {err:.2e}"
+    summary += f", CUDA graph replay); graph vs eager over {opts.check_steps} steps: {equal}"
     return PartResult(summary, data, problems)
 
 
