@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,8 @@ def parse_junit(path: Path) -> list[dict]:
     """[{id, outcome (passed|failed|error|skipped), message}] of a pytest --junitxml file."""
     tests = []
     for case in ET.parse(path).getroot().iter("testcase"):
+        if not case.get("name"):  # the test a Ctrl-C interrupted: pytest writes an empty record
+            continue
         module = case.get("classname", "")
         test_id = f"{module.replace('.', '/')}.py::{case.get('name')}" if module else case.get("name", "")
         outcome, message = "passed", ""
@@ -95,36 +98,55 @@ def parse_junit(path: Path) -> list[dict]:
 def pytest_gpu(ctx: Context) -> PartResult:
     """`pytest -m gpu` in a child process, against the working tree (PYTHONPATH, no install)."""
     opts = ctx.options
-    xml, log = ctx.out / PYTEST_XML, ctx.out / PYTEST_LOG
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", f"--junitxml={xml}"]
-    deselected = []
+    args, deselected = ["-m", "gpu"], []
     if importlib.util.find_spec("tensorrt") is None and importlib.util.find_spec("tensorrt_rtx") is None:
         deselected = list(NEEDS_TENSORRT)
-        cmd += [f"--deselect={t}" for t in deselected]
+        args += [f"--deselect={t}" for t in deselected]
+    result = run_pytest([*args, *gpu_test_files()], ROOT, ctx.out, opts.pytest_timeout, opts.pytest_test_timeout)
+    if deselected:
+        result.summary += f", {len(deselected)} deselected (no TensorRT)"
+        result.data["deselected"] = deselected
+    return result
+
+
+def run_pytest(args: list[str], root: Path, out: Path, timeout: float, test_timeout: float) -> PartResult:
+    """pytest `args` in `root` with a junit report under `out`; after `timeout` seconds it is
+    stopped with Ctrl-C, so the tests that ran are still reported."""
+    xml, log = out / PYTEST_XML, out / PYTEST_LOG
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"]
     if importlib.util.find_spec("pytest_timeout") is not None:
-        cmd.append(f"--timeout={opts.pytest_test_timeout}")  # one hung test fails alone
-    cmd += gpu_test_files()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+        cmd.append(f"--timeout={test_timeout:g}")  # one hung test fails alone
+    cmd += args
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))}
     xml.unlink(missing_ok=True)
+    timed_out = False
     with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
         try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                  timeout=opts.pytest_timeout)
-            code = proc.returncode
+            code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            code = None
+            timed_out = True
+            proc.send_signal(signal.SIGINT)
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
     tail = log.read_text(errors="replace").splitlines()[-15:]
     if not xml.exists():
-        why = f"timed out after {opts.pytest_timeout} s" if code is None else f"exited {code} without a report"
-        return PartResult("", {"command": cmd, "log_tail": tail}, [f"pytest {why}"])
+        why = f"was stopped after {timeout:g} s" if timed_out else f"exited {code}"
+        return PartResult("", {"command": cmd, "log_tail": tail}, [f"pytest {why} without a report"])
     tests = parse_junit(xml)
     counts = {k: sum(t["outcome"] == k for t in tests) for k in ("passed", "failed", "error", "skipped")}
     bad = [t["id"] for t in tests if t["outcome"] in ("failed", "error")]
-    summary = ", ".join(f"{n} {k}" for k, n in counts.items()) + (f", {len(deselected)} deselected (no TensorRT)"
-                                                                   if deselected else "")
-    data = {"command": cmd, "exit_code": code, "counts": counts, "tests": tests, "deselected": deselected,
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+    problems = [f"{len(bad)} GPU tests failed: {', '.join(bad[:8])}"] if bad else []
+    if timed_out:
+        summary += f" (stopped after {timeout:g} s)"
+        problems.append(f"pytest was stopped after {timeout:g} s: the tests after the last one reported did not run")
+    data = {"command": cmd, "exit_code": code, "timed_out": timed_out, "counts": counts, "tests": tests,
             "log_tail": tail}
-    return PartResult(summary, data, [f"{len(bad)} GPU tests failed: {', '.join(bad[:8])}"] if bad else [])
+    return PartResult(summary, data, problems)
 
 
 def mesh_enabled(ctx: Context) -> str | None:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bench.gpu import check, kernel_profile
-from bench.gpu.env_parts import parse_junit
+from bench.gpu.env_parts import parse_junit, run_pytest
 from bench.gpu.fullsize import cast_copy, random_module, untouched_tensors
 from bench.gpu.report import JSON_NAME, MARKDOWN_NAME
 from bench.gpu.runner import Context, Part, PartResult, run_parts
@@ -217,3 +217,14 @@ def test_random_module_draws_every_tensor():
     with torch.no_grad():
         unet.out[2].bias.zero_()
     assert untouched_tensors(unet) == ["out.2.bias"]
+
+
+def test_pytest_part_stops_a_long_run_and_keeps_what_ran(tmp_path):
+    tests = tmp_path / "test_sample.py"
+    tests.write_text("import time\n\ndef test_fast():\n    pass\n\ndef test_fails():\n    assert 1 == 2\n\n"
+                     "def test_hangs():\n    time.sleep(120)\n")
+    result = run_pytest([str(tests)], tmp_path, tmp_path, timeout=15, test_timeout=300)
+    outcomes = {t["id"].rsplit("::", 1)[1]: t["outcome"] for t in result.data["tests"]}
+    assert outcomes["test_fast"] == "passed" and outcomes["test_fails"] == "failed"
+    assert result.data["timed_out"] and any("stopped after 15 s" in p for p in result.problems)
+    assert any("test_fails" in p for p in result.problems)
