@@ -54,7 +54,7 @@ PARTS = [
          enabled=env_parts.mesh_enabled),
 ]
 PART_NAMES = [p.name for p in PARTS]
-DEFAULT_BUDGET_S = 460
+DEFAULT_BUDGET_S = 440
 
 COMMAND = ("mkdir -p $OUT/gpu && set -o pipefail && PYTHONUNBUFFERED=1 python3 bench/gpu/check.py --out $OUT/gpu "
            "2>&1 | tee $OUT/gpu/log.txt")

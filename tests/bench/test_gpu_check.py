@@ -228,3 +228,15 @@ def test_pytest_part_stops_a_long_run_and_keeps_what_ran(tmp_path):
     assert outcomes["test_fast"] == "passed" and outcomes["test_fails"] == "failed"
     assert result.data["timed_out"] and any("stopped after 15 s" in p for p in result.problems)
     assert any("test_fails" in p for p in result.problems)
+
+
+@pytest.mark.mesh
+def test_mesh_part_runs_on_cpu(tmp_path):
+    """The mesh part runs on CUDA only in the check (where Warp is carried); its calls into the mesh
+    stage are exercised here on a CPU with 2 fit steps, so they cannot rot unseen."""
+    pytest.importorskip("warp")
+    from bench.gpu.env_parts import mesh
+
+    ctx = Context(device="cpu", config=None, options=SimpleNamespace(mesh_iters=2, only=None), out=tmp_path)
+    result = mesh(ctx)
+    assert result.problems == [] and result.data["faces"] > 0 and result.data["psnr"] >= 25
