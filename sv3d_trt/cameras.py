@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CameraError
-from .models.config import CAMERA_DIM, COND_AUG_DIM, VARIANTS
+from .models.config import CAMERA_DIM, COND_AUG_DIM, VARIANTS, SV3DConfig
 
 DEFAULT_ELEVATION_DEG = 10.0  # simple_video_sample.py default for sv3d_p
 COND_AUG = 1e-5  # forced for both SV3D variants (sv3d.md §4.2)
-FOV_DEG = 33.8  # vertical field of view of the SV3D training renders
-RADIUS = 2.0
+FOV_DEG = SV3DConfig.fov_deg  # 33.8: vertical field of view of the SV3D training renders (models/config.py)
+RADIUS = SV3DConfig.camera_radius
 
 
 @dataclass(frozen=True, eq=False)
@@ -268,6 +268,23 @@ CONVENTION = (
 )
 
 
+def cameras_record(elevations_deg, azimuths_deg, image_size: int = 576, fov_deg: float = FOV_DEG,
+                   radius: float = RADIUS) -> dict:
+    """The one cameras.json layout (written by `generate`, read by `read_cameras` and the mesh
+    stage): the convention, the intrinsics and, per frame, index, elevation_deg, azimuth_deg,
+    camera_to_world and world_to_camera for cameras on the sphere looking at the origin."""
+    frames = []
+    for i, (e, a) in enumerate(zip(elevations_deg, azimuths_deg)):
+        c2w = look_at_origin(float(e), float(a), radius)
+        w2c = np.eye(4)
+        w2c[:3, :3] = c2w[:3, :3].T
+        w2c[:3, 3] = -c2w[:3, :3].T @ c2w[:3, 3]
+        frames.append({"index": i, "elevation_deg": float(e), "azimuth_deg": float(a),
+                       "camera_to_world": c2w.tolist(), "world_to_camera": w2c.tolist()})
+    return {"convention": CONVENTION, "radius": radius, "intrinsics": intrinsics(image_size, fov_deg),
+            "frames": frames}
+
+
 def cameras_json(orbit: Orbit | None, image_size: int = 576, fov_deg: float = FOV_DEG,
                  radius: float = RADIUS, num_frames: int = 21) -> dict:
     """JSON-ready description of the 21 output views: intrinsics, per-frame pose, conventions.
@@ -279,15 +296,64 @@ def cameras_json(orbit: Orbit | None, image_size: int = 576, fov_deg: float = FO
     assumed = orbit is None
     if assumed:
         orbit = static_orbit(num_frames, 0.0)
-    frames = []
-    for i, (e, a) in enumerate(zip(orbit.elevations_deg, orbit.relative_azimuths_deg)):
-        c2w = look_at_origin(float(e), float(a), radius)
-        w2c = np.eye(4)
-        w2c[:3, :3] = c2w[:3, :3].T
-        w2c[:3, 3] = -c2w[:3, :3].T @ c2w[:3, 3]
-        frames.append({"index": i, "elevation_deg": float(e), "azimuth_deg": float(a),
-                       "camera_to_world": c2w.tolist(), "world_to_camera": w2c.tolist()})
+    record = cameras_record(orbit.elevations_deg, orbit.relative_azimuths_deg, image_size, fov_deg, radius)
+    frames = record.pop("frames")
     note = ("sv3d_u has no camera input; its training orbit elevation is unknown: assumed the static orbit "
             "(azimuth step 360/21) at elevation 0" if assumed else "orbit given to sv3d_p")
-    return {"convention": CONVENTION, "radius": radius, "intrinsics": intrinsics(image_size, fov_deg),
-            "orbit_assumed": assumed, "note": note, "input_view_index": orbit.num_frames - 1, "frames": frames}
+    return {**record, "orbit_assumed": assumed, "note": note, "input_view_index": orbit.num_frames - 1,
+            "frames": frames}
+
+
+@dataclass(frozen=True, eq=False)
+class CameraSet:
+    """What cameras.json says, as arrays: N pinhole cameras at their native image size."""
+
+    w2c: np.ndarray  # (N, 4, 4) float64 world -> OpenCV camera
+    intrinsics: np.ndarray  # (4,) fx, fy, cx, cy in pixels of a width x height image
+    width: int
+    height: int
+
+
+def _matrix(frame: dict, key: str, index: int) -> np.ndarray:
+    m = np.asarray(frame[key], dtype=np.float64)
+    if m.shape != (4, 4) or not np.isfinite(m).all():
+        raise CameraError(f"cameras: frame {index} {key} is not a finite 4x4 matrix")
+    return m
+
+
+def read_cameras(source) -> CameraSet:
+    """The cameras of a cameras.json path or its parsed dict (`cameras_record` layout; only
+    world_to_camera, else camera_to_world, and the intrinsics are read, extra keys ignored, so
+    any calibrated rig works, not just orbits). CameraError says what is wrong."""
+    if isinstance(source, (str, Path)):
+        try:
+            data = json.loads(Path(source).read_text())
+        except FileNotFoundError:
+            raise CameraError(f"cameras file {source} not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CameraError(f"cameras file {source} is unreadable: {e}") from None
+    else:
+        data = source
+    if not isinstance(data, dict) or not isinstance(data.get("frames"), list) or not data["frames"]:
+        raise CameraError("cameras: expected an object with a non-empty 'frames' list")
+    intr = data.get("intrinsics")
+    if not isinstance(intr, dict):
+        raise CameraError("cameras: missing 'intrinsics' {fx, fy, cx, cy, width, height}")
+    try:
+        width, height = int(intr["width"]), int(intr["height"])
+        values = np.array([float(intr[k]) for k in ("fx", "fy", "cx", "cy")])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CameraError(f"cameras: bad intrinsics ({e})") from None
+    if not (np.isfinite(values).all() and values[0] > 0 and values[1] > 0 and width > 0 and height > 0):
+        raise CameraError(f"cameras: bad intrinsics {values.tolist()} for {width}x{height}")
+    w2c = []
+    for i, frame in enumerate(data["frames"]):
+        if not isinstance(frame, dict):
+            raise CameraError(f"cameras: frame {i} is not an object")
+        if "world_to_camera" in frame:
+            w2c.append(_matrix(frame, "world_to_camera", i))
+        elif "camera_to_world" in frame:
+            w2c.append(np.linalg.inv(_matrix(frame, "camera_to_world", i)))
+        else:
+            raise CameraError(f"cameras: frame {i} has neither world_to_camera nor camera_to_world")
+    return CameraSet(np.stack(w2c), values, width, height)

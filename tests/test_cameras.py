@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sv3d_trt.cameras import (MAX_ORBIT_FILE_BYTES, Orbit, camera_vector, cameras_json, dynamic_orbit,
-                              load_orbit_file, resolve_orbit, sinusoid_embedding, static_orbit)
+                              load_orbit_file, read_cameras, resolve_orbit, sinusoid_embedding, static_orbit)
 from sv3d_trt.errors import CameraError
 
 
@@ -230,3 +230,22 @@ def test_cameras_json_sv3d_u_assumed_and_poles():
     for frame in cameras_json(poles)["frames"]:
         r = np.array(frame["camera_to_world"])[:3, :3]
         assert np.isfinite(r).all() and np.linalg.det(r) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_one_cameras_json_layout_written_and_read(tmp_path):
+    """generate's cameras.json and the mesh stage's orbits share one layout and one reader."""
+    pytest.importorskip("torch")
+    from sv3d_trt.mesh.cameras import orbit_cameras
+
+    cams = cameras_json(dynamic_orbit(21, 15.0, 3), image_size=64)
+    path = tmp_path / "cameras.json"
+    path.write_text(json.dumps(cams))
+    read = read_cameras(path)
+    np.testing.assert_allclose(read.w2c, [f["world_to_camera"] for f in cams["frames"]], atol=0)
+    assert read.width == read.height == 64 and read.intrinsics[0] == pytest.approx(cams["intrinsics"]["fx"])
+    mesh = orbit_cameras([10.0, 20.0], [90.0, 0.0], image_size=64)
+    assert set(mesh["frames"][0]) == set(cams["frames"][0]) and set(mesh["intrinsics"]) == set(cams["intrinsics"])
+    c2w_only = {**cams, "frames": [{"camera_to_world": f["camera_to_world"]} for f in cams["frames"]]}
+    np.testing.assert_allclose(read_cameras(c2w_only).w2c, read.w2c, atol=1e-12)
+    with pytest.raises(CameraError, match="neither world_to_camera nor camera_to_world"):
+        read_cameras({**cams, "frames": [{"c2w": f["camera_to_world"]} for f in cams["frames"]]})

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from sv3d_trt.sampler import (cfg_combine, denoised_from_output, edm_sigmas, euler_step,
+from sv3d_trt.sampler import (cfg_combine, denoised_from_output, edm_sigmas, euler_step, guided_euler_step,
                               initial_noise_scale, precondition, triangle_cfg_scales)
 
 
@@ -89,6 +89,48 @@ def test_euler_step():
     np.testing.assert_allclose(euler_step(x, d, sigma, sigma_next), x + (sigma_next - sigma) * (x - d) / sigma)
     assert euler_step(x, d, 0.002, 0.0) is d  # last step returns the denoised prediction exactly
     assert euler_step(x, d, 0.002, np.float64(0.0)) is d
+
+
+def _guided_reference(x, d_u, d_c, sigma, sigma_next, scales):
+    """The guided step written out per frame in float64 (TrianglePredictionGuider + EulerEDMSampler)."""
+    out = np.empty_like(x, dtype=np.float64)
+    for j in range(len(x)):
+        d = d_u[j] + scales[j] * (d_c[j] - d_u[j])
+        out[j] = d if sigma_next == 0 else x[j] + (sigma_next - sigma) * (x[j] - d) / sigma
+    return out
+
+
+@pytest.mark.parametrize("sigma, sigma_next", [(5.0, 3.0), (0.002, 0.0)])
+def test_guided_euler_step_numpy_torch_and_device_scalars(sigma, sigma_next):
+    """One step for host floats, numpy arrays and tensors alike; tensor sigmas are never read on
+    the host (a tensor that refuses bool()/float()/item() goes through), and the last step is D."""
+    rng = np.random.default_rng(3)
+    x, d_u, d_c = rng.standard_normal((3, 21, 4, 8, 8)).astype(np.float32)
+    scales = triangle_cfg_scales().astype(np.float32)
+    ref = _guided_reference(x, d_u, d_c, sigma, sigma_next, scales)
+    host = guided_euler_step(x, d_u, d_c, sigma, sigma_next, scales)
+    arrays = guided_euler_step(x, d_u, d_c, np.float32([sigma]), np.float32([sigma_next]), scales)
+    for out in (host, arrays):
+        assert out.dtype == np.float32 and out.shape == x.shape
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    torch = pytest.importorskip("torch")
+
+    class DeviceScalar(torch.Tensor):
+        def __bool__(self):
+            raise AssertionError("host sync: bool() of a device scalar")
+
+        def __float__(self):
+            raise AssertionError("host sync: float() of a device scalar")
+
+        def item(self):
+            raise AssertionError("host sync: .item() of a device scalar")
+
+    s, s_next = (torch.tensor(v, dtype=torch.float32).as_subclass(DeviceScalar) for v in (sigma, sigma_next))
+    t = [torch.from_numpy(a) for a in (x, d_u, d_c)]
+    got = guided_euler_step(*t, s, s_next, torch.from_numpy(scales))
+    np.testing.assert_allclose(torch.Tensor(got).numpy(), ref, rtol=1e-5, atol=1e-5)
+    if sigma_next == 0:  # exactly the guided prediction, not the formula's rounding of it
+        np.testing.assert_array_equal(torch.Tensor(got).numpy(), cfg_combine(t[1], t[2], scales).numpy())
 
 
 def test_initial_noise_scale():

@@ -4,10 +4,10 @@ Backends are driven through the protocol of runtime/backend.py only, so whatever
 holds is benchmarked the same way, on the same inputs, one after the other (one process: the
 ratios between rows are not blurred by another process's clocks, boosts or page cache):
 
-    encode        backend.encode(image, cond_noise)           (CLIP + VAE encoder)
+    encode        backend.encode(image, noised_image)         (CLIP + VAE encoder)
     prepare       backend.prepare(cond, vector, cfg_scales)   (batched CFG state / context fold)
     step          backend.step(state, x, sigma, sigma_next)   one CFG Euler step, 2T frames
-    denoise       backend.denoise(state, noise, sigmas)       the whole `steps`-step loop
+    denoise       backend.denoise(state, x0, sigmas)          the whole `steps`-step loop
     decode_<n>    backend.decode(latent, n)                   all T frames, n per decoder call
     end_to_end    Pipeline.generate(image)                    preprocess .. uint8 frames
 
@@ -125,12 +125,12 @@ class _Inputs:
     """The same random inputs for every backend (seeded), `rotate` buffers per stage."""
 
     images: list[np.ndarray]  # (1, 3, S, S) in [-1, 1]
-    cond_noise: list[np.ndarray]  # (1, 3, S, S)
+    noised_images: list[np.ndarray]  # (1, 3, S, S): images + cond_aug noise, the VAE encoder's input
     vector: np.ndarray  # (T, adm)
     cfg_scales: np.ndarray  # (T,)
     sigmas: np.ndarray  # (steps + 1,)
     step_x: list[np.ndarray]  # (T, 4, h, w) at the mid-schedule noise level
-    loop_noise: list[np.ndarray]  # (T, 4, h, w)
+    loop_x0: list[np.ndarray]  # (T, 4, h, w) initial latents, noise * sqrt(1 + sigma_0^2)
     decode_z: list[np.ndarray]  # (T, 4, h, w), already divided by the VAE scale
 
     @classmethod
@@ -143,14 +143,15 @@ class _Inputs:
 
         sigmas = edm_sigmas(spec.steps)
         orbit = resolve_orbit(config.variant, None, num_frames=T, seed=spec.seed)
+        images = [rng.uniform(-1, 1, (1, 3, S, S)).astype(np.float32) for _ in range(spec.rotate)]
         return cls(
-            images=[rng.uniform(-1, 1, (1, 3, S, S)).astype(np.float32) for _ in range(spec.rotate)],
-            cond_noise=normal((1, 3, S, S)),
+            images=images,
+            noised_images=[im + noise for im, noise in zip(images, normal((1, 3, S, S), COND_AUG))],
             vector=camera_vector(config.variant, orbit, num_frames=T, cond_aug=COND_AUG).astype(np.float32),
             cfg_scales=triangle_cfg_scales(T).astype(np.float32),
             sigmas=sigmas,
             step_x=normal((T, z, h, h), initial_noise_scale(sigmas[len(sigmas) // 2])),
-            loop_noise=normal((T, z, h, h)),
+            loop_x0=normal((T, z, h, h), initial_noise_scale(sigmas[0])),
             decode_z=normal((T, z, h, h), 1.0 / config.vae.scale_factor),
         )
 
@@ -229,8 +230,9 @@ def _stages(backend: Backend, spec: BenchSpec, inputs: _Inputs, image: Path) -> 
         log.info("%s: %s (%d warm-up, %d measured)", backend.name, stage, warmup, iters)
         stages[stage] = measure(fn, clock, warmup, iters)
 
-    timed("encode", lambda i: backend.encode(inputs.images[i % n], inputs.cond_noise[i % n]), spec.warmup, spec.iters)
-    clip, latent = backend.encode(inputs.images[0], inputs.cond_noise[0])
+    timed("encode", lambda i: backend.encode(inputs.images[i % n], inputs.noised_images[i % n]), spec.warmup,
+          spec.iters)
+    clip, latent = backend.encode(inputs.images[0], inputs.noised_images[0])
     rgb = ((inputs.images[0][0].transpose(1, 2, 0) + 1) * 127.5).astype(np.uint8)  # (S, S, 3)
     cond = Conditioning(clip_embedding=clip, concat_latent=latent, input_rgb=rgb)
     timed("prepare", lambda i: backend.prepare(cond, inputs.vector, inputs.cfg_scales), spec.warmup, spec.iters)
@@ -247,7 +249,7 @@ def _stages(backend: Backend, spec: BenchSpec, inputs: _Inputs, image: Path) -> 
     for chunk in (fixed,) if fixed else spec.decode_chunks:
         timed(f"decode_{chunk}", lambda i, c=chunk: backend.decode(inputs.decode_z[i % n], c), spec.warmup, spec.iters)
     loop_warmup = min(spec.warmup, 1)
-    timed("denoise", lambda i: backend.denoise(state, inputs.loop_noise[i % n], inputs.sigmas), loop_warmup,
+    timed("denoise", lambda i: backend.denoise(state, inputs.loop_x0[i % n], inputs.sigmas), loop_warmup,
           spec.loop_iters)
     # End to end through the public API, as a user runs it: preprocess, encode, prepare, loop,
     # decode, uint8 frames. Every stage is warm by now, so no extra warm-up run.
@@ -316,8 +318,8 @@ def run_backend(name: str, spec: BenchSpec, artifacts: Artifacts, inputs: _Input
         result = BackendResult(name=name, status="failed", reason=f"{type(e).__name__}: {e}")
     finally:
         monitor.close()
-        if backend is not None and hasattr(backend, "close"):
-            backend.close()  # e.g. TensorRT-RTX persists its runtime cache
+        if backend is not None:
+            backend.close()  # frees its device memory; TensorRT-RTX persists its runtime cache
     backend = None
     _free_memory()
     return result, generated

@@ -18,7 +18,6 @@ Where a fp16/bf16 graph keeps fp32, and why:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..contract.graphs import GRAPH_NAMES, GraphIO, graph_contracts

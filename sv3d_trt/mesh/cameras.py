@@ -14,26 +14,21 @@ r (cosE cosA, cosE sinA, sinE), looking at the origin. Camera axes are OpenCV's:
 Pixel (u, v) = (fx x/z + cx, fy y/z + cy), (0, 0) the top-left corner of the top-left pixel, so the
 centre of pixel (row i, column j) is (j + 0.5, i + 0.5).
 
-cameras.json (written by `sv3d_trt.cameras.cameras_json` or `orbit_cameras` here) holds "intrinsics"
-{fx, fy, cx, cy, width, height} and "frames" [{index, elevation_deg, azimuth_deg, c2w | camera_to_world,
-w2c | world_to_camera}]; extra keys are ignored. Only w2c (or c2w) and the intrinsics are used, so any
+cameras.json has one layout, written and read in `sv3d_trt.cameras` (`cameras_record`,
+`read_cameras`): "intrinsics" {fx, fy, cx, cy, width, height, fov_y_deg} and "frames" [{index,
+elevation_deg, azimuth_deg, camera_to_world, world_to_camera}]; extra keys are ignored, so any
 calibrated rig works, not just orbits.
 """
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..cameras import look_at_origin
+from ..cameras import FOV_DEG, RADIUS, CameraSet, cameras_record, read_cameras
 from ..errors import CameraError
 
-SV3D_FOV_DEG = 33.8  # vertical field of view of the SV3D training renders
-SV3D_RADIUS = 2.0
 SV3D_IMAGE_SIZE = 576
 
 
@@ -43,30 +38,15 @@ def sv3d_orbit(num_frames: int = 21, elevation_deg: float = 10.0) -> tuple[list[
     return [float(elevation_deg)] * num_frames, azimuths
 
 
-def orbit_cameras(elevations_deg, azimuths_deg, fov_deg: float = SV3D_FOV_DEG, radius: float = SV3D_RADIUS,
+def orbit_cameras(elevations_deg, azimuths_deg, fov_deg: float = FOV_DEG, radius: float = RADIUS,
                   image_size: int = SV3D_IMAGE_SIZE) -> dict:
-    """cameras.json content for an orbit (the format agreed with `sv3d_trt.cameras`)."""
-    focal = (image_size / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
-    frames = []
-    for i, (e, a) in enumerate(zip(elevations_deg, azimuths_deg)):
-        c2w = look_at_origin(float(e), float(a), radius)
-        frames.append({"index": i, "elevation_deg": float(e), "azimuth_deg": float(a),
-                       "c2w": c2w.tolist(), "w2c": np.linalg.inv(c2w).tolist()})
-    return {"convention": "opencv camera (x right, y down, z forward), world z up", "image_size": image_size,
-            "fov_deg": fov_deg, "radius": radius,
-            "intrinsics": {"fx": focal, "fy": focal, "cx": image_size / 2.0, "cy": image_size / 2.0,
-                           "width": image_size, "height": image_size},
-            "frames": frames}
+    """cameras.json content for an orbit (`sv3d_trt.cameras.cameras_record`)."""
+    return cameras_record(elevations_deg, azimuths_deg, image_size=image_size, fov_deg=fov_deg, radius=radius)
 
 
 @dataclass(frozen=True, eq=False)
-class CameraRig:
-    """N pinhole cameras at their native image size (float64 numpy)."""
-
-    w2c: np.ndarray  # (N, 4, 4)
-    intrinsics: np.ndarray  # (4,) fx, fy, cx, cy in pixels of a width x height image
-    width: int
-    height: int
+class CameraRig(CameraSet):
+    """N pinhole cameras at their native image size (float64 numpy), with the mesh stage's views."""
 
     @property
     def num_views(self) -> int:
@@ -115,46 +95,7 @@ def project(vertices: torch.Tensor, views: Views) -> torch.Tensor:
     return torch.stack([u, v, z], dim=-1)
 
 
-def _matrix(frame: dict, keys: tuple[str, str], index: int) -> np.ndarray:
-    for key in keys:
-        if key in frame:
-            m = np.asarray(frame[key], dtype=np.float64)
-            if m.shape != (4, 4) or not np.isfinite(m).all():
-                raise CameraError(f"cameras: frame {index} {key} is not a finite 4x4 matrix")
-            return m
-    raise CameraError(f"cameras: frame {index} has none of {keys}")
-
-
 def load_cameras(source) -> CameraRig:
-    """A CameraRig from a cameras.json path or its parsed dict (extra keys are ignored)."""
-    if isinstance(source, (str, Path)):
-        try:
-            data = json.loads(Path(source).read_text())
-        except FileNotFoundError:
-            raise CameraError(f"cameras file {source} not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CameraError(f"cameras file {source} is unreadable: {e}") from None
-    else:
-        data = source
-    if not isinstance(data, dict) or not isinstance(data.get("frames"), list) or not data["frames"]:
-        raise CameraError("cameras: expected an object with a non-empty 'frames' list")
-    intr = data.get("intrinsics")
-    if not isinstance(intr, dict):
-        raise CameraError("cameras: missing 'intrinsics' {fx, fy, cx, cy, width, height}")
-    try:
-        width = int(intr.get("width", data.get("image_size")))
-        height = int(intr.get("height", data.get("image_size")))
-        values = np.array([float(intr[k]) for k in ("fx", "fy", "cx", "cy")])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CameraError(f"cameras: bad intrinsics ({e})") from None
-    if not (np.isfinite(values).all() and values[0] > 0 and values[1] > 0 and width > 0 and height > 0):
-        raise CameraError(f"cameras: bad intrinsics {values.tolist()} for {width}x{height}")
-    w2c = []
-    for i, frame in enumerate(data["frames"]):
-        if not isinstance(frame, dict):
-            raise CameraError(f"cameras: frame {i} is not an object")
-        try:
-            w2c.append(_matrix(frame, ("w2c", "world_to_camera"), i))
-        except CameraError:
-            w2c.append(np.linalg.inv(_matrix(frame, ("c2w", "camera_to_world"), i)))
-    return CameraRig(np.stack(w2c), values, width, height)
+    """A CameraRig from a cameras.json path or its parsed dict (`sv3d_trt.cameras.read_cameras`)."""
+    cams = read_cameras(source)
+    return CameraRig(cams.w2c, cams.intrinsics, cams.width, cams.height)

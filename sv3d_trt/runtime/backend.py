@@ -5,6 +5,11 @@ image (CLIP embedding + VAE concat latent), run one denoise step of the batched-
 sampler, decode latents to frames. The denoise loop is written once, here, against that
 `step`; backends that capture the whole loop (CUDA graphs) override `denoise`. Everything
 crossing this boundary is numpy, so this module and the pipeline never import torch.
+
+Lifecycle, the same for every backend (a server and the benchmark drive only this):
+`device` says where it computes, `warmup()` pays the lazy first-call work (kernel JIT, CUDA
+graph capture, autotuning) before the first request, `synchronize()` waits for queued device
+work, `close()` frees engines, graphs and device memory (idempotent; also on `with` exit).
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ class Backend(ABC):
     # Draw the sampler noise with torch when it is installed (the reference's numbers for a
     # seed, runtime/noise.py); backends that promise a torch-free process set False.
     torch_noise: bool = True
+    device: Any = "cpu"  # where it computes: "cpu", "cuda:0" (a torch.device on torch backends)
 
     def __init__(self, config):
         self.config = config  # SV3DConfig
@@ -43,9 +49,49 @@ class Backend(ABC):
     def variant(self) -> str:
         return self.config.variant
 
+    @property
+    def noise_device(self) -> str:
+        """The device whose torch generator draws this backend's noise (runtime/noise.py)."""
+        return str(self.device)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def synchronize(self) -> None:
+        """Wait until every call made so far has finished on the device. Backends whose calls
+        return only when their work is done (numpy out, CPU torch, ONNX Runtime) need nothing."""
+
+    def warmup(self, steps: int = 50, decode_chunk: int = 14) -> None:
+        """Run every stage once on random inputs of the config's shapes, so the first request
+        does not pay lazy work (kernel JIT, CUDA graph capture for `steps`, autotuning, arenas)."""
+        from ..sampler import edm_sigmas, initial_noise_scale, triangle_cfg_scales
+
+        cfg, rng = self.config, np.random.default_rng(0)
+        T, S, h = cfg.num_frames, cfg.image_size, cfg.latent_size
+        image = rng.uniform(-1, 1, (1, 3, S, S)).astype(np.float32)
+        clip, latent = self.encode(image, image)
+        cond = Conditioning(clip_embedding=clip, concat_latent=latent, input_rgb=np.zeros((S, S, 3), np.uint8))
+        vector = rng.standard_normal((T, cfg.unet.adm_in_channels)).astype(np.float32)
+        state = self.prepare(cond, vector, triangle_cfg_scales(T).astype(np.float32))
+        x0 = rng.standard_normal((T, cfg.vae.z_channels, h, h)).astype(np.float32)
+        sigmas = edm_sigmas(steps)
+        x0 *= np.float32(initial_noise_scale(float(sigmas[0])))
+        self.decode(self.denoise(state, x0, sigmas) / np.float32(cfg.vae.scale_factor), decode_chunk)
+        self.synchronize()
+
+    def close(self) -> None:
+        """Free what the backend holds on the device (engines, graphs, buffers, weights); the
+        backend is unusable afterwards. Idempotent."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     @abstractmethod
-    def encode(self, image: np.ndarray, cond_noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """image (1,3,H,W) in [-1,1], noise like image -> (clip_embedding (1,D), concat_latent (1,4,h,w))."""
+    def encode(self, image: np.ndarray, noised_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """image (1,3,H,W) in [-1,1] for CLIP, noised_image = image + cond_aug * noise for the VAE
+        encoder (the pipeline adds it) -> (clip_embedding (1,D), concat_latent (1,4,h,w))."""
 
     @abstractmethod
     def prepare(self, cond: Conditioning, vector: np.ndarray, cfg_scales: np.ndarray) -> Any:
@@ -71,14 +117,13 @@ class Backend(ABC):
     def denoise(
         self,
         state: Any,
-        noise: np.ndarray,
+        x0: np.ndarray,
         sigmas: np.ndarray,
         on_step: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        """The sampler loop: x_0 = noise * sqrt(1 + sigma_0^2), then one `step` per sigma pair."""
-        from ..sampler import initial_noise_scale
-
-        x = self.to_native(noise * np.float32(initial_noise_scale(float(sigmas[0]))))
+        """The sampler loop from x0 (the pipeline scaled the noise by sqrt(1 + sigma_0^2)): one
+        `step` per sigma pair. Returns the final latent (T,4,h,w) float32."""
+        x = self.to_native(x0)
         for i in range(len(sigmas) - 1):
             x = self.step(state, x, float(sigmas[i]), float(sigmas[i + 1]))
             if not self.is_finite(x):  # name the step now: fp16 overflow is local to one sigma

@@ -5,10 +5,11 @@ Stages of the backend protocol map one to one onto the graphs of `sv3d-trt expor
 32 folded cross-attention outputs are fed by name into every step), step = one denoise_step
 run, decode = vae_decoder over fixed-size chunks (the exported chunk; the last one padded).
 
-One InferenceSession per graph, created once. On the CUDA execution provider the latent,
-the per-generation feeds and the context outputs stay on the GPU (IO binding, the step's
-output written into one of two preallocated device buffers in turn); on the CPU provider
-plain `run` with numpy is already copy-free.
+One InferenceSession per graph, created once. How the denoise step is fed is the one thing
+that depends on the execution provider, and lives in one of two small classes: `HostFeeds`
+(CPU provider: plain `run` with numpy, already copy-free) and `DeviceFeeds` (CUDA provider:
+the latent, the per-generation feeds and the context outputs stay on the GPU through IO
+binding, the step's output written into one of two preallocated device buffers in turn).
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from ..cameras import COND_AUG
 from ..contract.backends import INFO
 from ..contract.graphs import GRAPH_NAMES
 from ..contract.manifest import EXPORT_INFO, read_export_info
@@ -34,7 +34,9 @@ def _import_ort():
     try:
         import onnxruntime
     except ImportError as e:
-        raise BackendUnavailableError(f"the ort backend needs ONNX Runtime ({e}); install with `{INFO['ort'].install}`") from e
+        raise BackendUnavailableError(
+            f"the ort backend needs ONNX Runtime ({e}); install with `{INFO['ort'].install}`"
+        ) from e
     return onnxruntime
 
 
@@ -96,7 +98,20 @@ class OrtBackend(Backend):
             check_session_io(name, session, self.info["graphs"][name], self.directory)
             self.sessions[name] = session
         self._ort = ort
-        self._ping_pong: list[Any] = []  # two device buffers for x_next (CUDA only)
+        self.feeds = DeviceFeeds(ort, self.sessions, self.device_id) if self.cuda else HostFeeds(self.sessions)
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.device_id}" if self.cuda else "cpu"
+
+    @property
+    def noise_device(self) -> str:
+        return "cpu"  # ONNX Runtime takes host arrays: the noise comes from torch's CPU generator
+
+    def close(self) -> None:
+        """Release the sessions (and their CUDA arenas) and the step's output buffers."""
+        self.feeds.close()
+        self.sessions.clear()
 
     @classmethod
     def from_artifacts(cls, path, device: str = "auto", threads: int | None = None, **_) -> "OrtBackend":
@@ -114,43 +129,92 @@ class OrtBackend(Backend):
             "decode_chunk": self.decode_chunk,
         }
 
-    # -- arrays -------------------------------------------------------------------------
-
-    def to_native(self, x: np.ndarray) -> Any:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.cuda:
-            return self._ort.OrtValue.ortvalue_from_numpy(x, "cuda", self.device_id)
-        return x
-
-    def to_numpy(self, x: Any) -> np.ndarray:
-        return x.numpy() if self.cuda else np.asarray(x, dtype=np.float32)
-
-    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.sessions[graph].run(None, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
-
     # -- stages -------------------------------------------------------------------------
 
-    def encode(self, image: np.ndarray, cond_noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        image = np.asarray(image, dtype=np.float32)  # (1, 3, S, S) in [-1, 1]
-        (clip,) = self._run("clip", {"image": image})  # (1, D)
-        (latent,) = self._run("vae_encoder", {"image": image + np.float32(COND_AUG) * cond_noise})  # (1, 4, h, w)
+    def to_native(self, x: np.ndarray) -> Any:
+        return self.feeds.to_native(x)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return self.feeds.to_numpy(x)
+
+    def encode(self, image: np.ndarray, noised_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        (clip,) = run_session(self.sessions["clip"], {"image": image})  # (1, D)
+        (latent,) = run_session(self.sessions["vae_encoder"], {"image": noised_image})  # (1, 4, h, w)
         return clip, latent
 
     def prepare(self, cond: Conditioning, vector: np.ndarray, cfg_scales: np.ndarray) -> dict[str, Any]:
-        """The per-generation inputs of denoise_step: numpy (CPU) or OrtValues on the device (CUDA)."""
+        """The per-generation inputs of denoise_step, the context graph's attn2_i (2, C_i) included."""
         feeds = {
             "concat_latent": np.asarray(cond.concat_latent, dtype=np.float32),  # (1, 4, h, w)
             "vector": np.asarray(vector, dtype=np.float32),  # (T, adm)
             "cfg_scales": np.asarray(cfg_scales, dtype=np.float32),  # (T,)
         }
+        return self.feeds.prepare(cond.clip_embedding, feeds)
+
+    def step(self, state: dict[str, Any], x: Any, sigma: float, sigma_next: float) -> Any:
+        sigmas = {"sigma": np.array([sigma], np.float32), "sigma_next": np.array([sigma_next], np.float32)}
+        return self.feeds.step(state, x, sigmas)  # (T, 4, h, w)
+
+    def decode(self, latent: np.ndarray, chunk: int) -> np.ndarray:
+        """Decode in the exported chunk size (a fixed graph shape); `chunk` is ignored here:
+        a smaller decode chunk needs a re-export (`sv3d-trt export --decode-chunk N`)."""
+        latent = np.asarray(latent, dtype=np.float32)  # (T, 4, h, w)
+        frames = []
+        decoder = self.sessions["vae_decoder"]
+        for start, stop in chunk_ranges(len(latent), self.decode_chunk):
+            (out,) = run_session(decoder, {"latent": pad_chunk(latent[start:stop], self.decode_chunk)})
+            frames.append(out[: stop - start])  # (n, 3, S, S)
+        return np.concatenate(frames)
+
+
+def run_session(session, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return session.run(None, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
+
+
+class HostFeeds:
+    """CPU provider: every array is numpy, every graph a plain `run`."""
+
+    def __init__(self, sessions: dict):
+        self.sessions = sessions
+
+    def to_native(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def to_numpy(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32)
+
+    def prepare(self, clip_embedding: np.ndarray, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         context = self.sessions["context"]
-        if not self.cuda:
-            outputs = self._run("context", {"clip_embedding": cond.clip_embedding})
-            feeds.update(zip((o.name for o in context.get_outputs()), outputs))  # attn2_i (2, C_i)
-            return feeds
-        # CUDA: the context outputs never leave the device; they are bound as step inputs.
+        outputs = run_session(context, {"clip_embedding": clip_embedding})
+        return {**feeds, **dict(zip((o.name for o in context.get_outputs()), outputs))}
+
+    def step(self, state: dict, x: np.ndarray, sigmas: dict[str, np.ndarray]) -> np.ndarray:
+        (x_next,) = self.sessions["denoise_step"].run(None, {"x": x, **sigmas, **state})
+        return x_next
+
+    def close(self) -> None:
+        pass
+
+
+class DeviceFeeds:
+    """CUDA provider: OrtValues on the GPU, bound to the sessions (IO binding); the step writes
+    into one of two preallocated device buffers in turn, so no output is allocated per step."""
+
+    def __init__(self, ort, sessions: dict, device_id: int):
+        self.ort, self.sessions, self.device_id = ort, sessions, device_id
+        self._ping_pong: list[Any] = []  # two device buffers for x_next, made at the first step
+
+    def to_native(self, x: np.ndarray) -> Any:
+        return self.ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x, dtype=np.float32), "cuda", self.device_id)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return x.numpy()
+
+    def prepare(self, clip_embedding: np.ndarray, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The context outputs never leave the device; they are bound as step inputs."""
+        context = self.sessions["context"]
         binding = context.io_binding()
-        binding.bind_cpu_input("clip_embedding", np.ascontiguousarray(cond.clip_embedding, dtype=np.float32))
+        binding.bind_cpu_input("clip_embedding", np.ascontiguousarray(clip_embedding, dtype=np.float32))
         for out in context.get_outputs():
             binding.bind_output(out.name, "cuda", self.device_id)
         context.run_with_iobinding(binding)
@@ -158,15 +222,11 @@ class OrtBackend(Backend):
         device_feeds.update(zip((o.name for o in context.get_outputs()), binding.get_outputs()))
         return device_feeds
 
-    def step(self, state: dict[str, Any], x: Any, sigma: float, sigma_next: float) -> Any:
-        sigmas = {"sigma": np.array([sigma], np.float32), "sigma_next": np.array([sigma_next], np.float32)}
-        if not self.cuda:
-            (x_next,) = self.sessions["denoise_step"].run(None, {"x": x, **sigmas, **state})
-            return x_next  # (T, 4, h, w)
+    def step(self, state: dict, x: Any, sigmas: dict[str, np.ndarray]) -> Any:
         session = self.sessions["denoise_step"]
         if not self._ping_pong:
             shape = tuple(session.get_outputs()[0].shape)
-            self._ping_pong = [self._ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", self.device_id)
+            self._ping_pong = [self.ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", self.device_id)
                                for _ in range(2)]
         out = self._ping_pong[0] if x is not self._ping_pong[0] else self._ping_pong[1]
         binding = session.io_binding()
@@ -179,12 +239,5 @@ class OrtBackend(Backend):
         session.run_with_iobinding(binding)
         return out
 
-    def decode(self, latent: np.ndarray, chunk: int) -> np.ndarray:
-        """Decode in the exported chunk size (a fixed graph shape); `chunk` is ignored here:
-        a smaller decode chunk needs a re-export (`sv3d-trt export --decode-chunk N`)."""
-        latent = np.asarray(latent, dtype=np.float32)  # (T, 4, h, w)
-        frames = []
-        for start, stop in chunk_ranges(len(latent), self.decode_chunk):
-            (out,) = self._run("vae_decoder", {"latent": pad_chunk(latent[start:stop], self.decode_chunk)})
-            frames.append(out[: stop - start])  # (n, 3, S, S)
-        return np.concatenate(frames)
+    def close(self) -> None:
+        self._ping_pong.clear()

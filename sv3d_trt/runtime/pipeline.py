@@ -17,7 +17,7 @@ import numpy as np
 
 from ..cameras import COND_AUG, Orbit, camera_vector, cameras_json, resolve_orbit
 from ..preprocess import load_image, prepare_image
-from ..sampler import edm_sigmas, triangle_cfg_scales
+from ..sampler import edm_sigmas, initial_noise_scale, triangle_cfg_scales
 from .backend import Backend, Conditioning, backend_class
 from .noise import draw_noise
 
@@ -49,6 +49,20 @@ class Pipeline:
         self.backend = backend
         self.config = backend.config
 
+    def warmup(self, steps: int = 50, decode_chunk: int = 14) -> None:
+        """Pay the backend's first-call costs now (Backend.warmup), e.g. before serving."""
+        self.backend.warmup(steps=steps, decode_chunk=decode_chunk)
+
+    def close(self) -> None:
+        """Free the backend's engines and device memory (Backend.close)."""
+        self.backend.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     @classmethod
     def from_checkpoint(cls, checkpoint, backend: str = "torch-eager", device: str = "cpu", dtype: str = "fp32",
                         **options) -> "Pipeline":
@@ -72,7 +86,7 @@ class Pipeline:
         return self.config.variant
 
     def _noise(self, seed: int):
-        return draw_noise(seed, device=getattr(self.backend, "device", "cpu"), prefer_torch=self.backend.torch_noise)
+        return draw_noise(seed, device=self.backend.noise_device, prefer_torch=self.backend.torch_noise)
 
     def condition(self, image, mask=None, rembg: bool = False, seed: int = 23) -> tuple[Conditioning, Any]:
         """Preprocess and encode an image once. Returns the conditioning and the RNG that
@@ -81,7 +95,8 @@ class Pipeline:
         prepared = prepare_image(load_image(image, mask=mask, rembg=rembg), size=self.config.image_size)
         rng = self._noise(seed)
         cond_noise = rng.randn(prepared.tensor.shape)
-        clip, latent = self.backend.encode(prepared.tensor, cond_noise)
+        noised = prepared.tensor + np.float32(COND_AUG) * cond_noise  # cond_aug: the VAE sees it, CLIP not
+        clip, latent = self.backend.encode(prepared.tensor, noised)
         cond = Conditioning(clip_embedding=clip, concat_latent=latent, input_rgb=prepared.rgb_uint8)
         self._encode_seconds = time.perf_counter() - t0
         return cond, rng
@@ -122,11 +137,11 @@ class Pipeline:
         scales = triangle_cfg_scales(T).astype(np.float32)
         sigmas = edm_sigmas(steps)
         h = cfg.latent_size
-        noise = rng.randn((T, cfg.vae.z_channels, h, h))
+        x0 = rng.randn((T, cfg.vae.z_channels, h, h)) * np.float32(initial_noise_scale(float(sigmas[0])))
 
         t0 = time.perf_counter()
         state = self.backend.prepare(conditioning, vector, scales)
-        latent = self.backend.denoise(state, noise, sigmas, on_step=on_step)
+        latent = self.backend.denoise(state, x0, sigmas, on_step=on_step)
         timings["denoise"] = time.perf_counter() - t0
         if not np.isfinite(latent).all():
             from ..errors import NumericsError

@@ -55,6 +55,16 @@ class TorchEagerBackend(Backend):
         return {"backend": self.name, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
                 "autocast": self.autocast, "torch": torch.__version__}
 
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # sync
+
+    def close(self) -> None:
+        """Drop the weights; on CUDA return the cached blocks to the driver."""
+        self.models = None
+        if self.device.type == "cuda" and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
     def to_native(self, x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
 
@@ -62,10 +72,9 @@ class TorchEagerBackend(Backend):
         return x.detach().float().cpu().numpy()
 
     @torch.inference_mode()
-    def encode(self, image: np.ndarray, cond_noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        img = self.to_native(image)  # (1, 3, H, W) in [-1, 1]
-        clip = self.models.clip.encode_image(img)  # (1, D): CLIP sees the clean image
-        latent = self.models.vae_encoder(img + 1e-5 * self.to_native(cond_noise))  # cond_aug = 1e-5
+    def encode(self, image: np.ndarray, noised_image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        clip = self.models.clip.encode_image(self.to_native(image))  # (1, D): CLIP sees the clean image
+        latent = self.models.vae_encoder(self.to_native(noised_image))  # (1, 4, h, w)
         return self.to_numpy(clip), self.to_numpy(latent)
 
     def prepare(self, cond: Conditioning, vector: np.ndarray, cfg_scales: np.ndarray) -> StepState:

@@ -21,7 +21,6 @@ from ..fast.compile import CompiledModule, cache_file
 from ..fast.decode import decode_latents, fitting_chunk
 from ..fast.graph import GraphedStep
 from ..models.checkpoint import SV3DModels, load_checkpoint
-from ..sampler import initial_noise_scale
 from .backend import Conditioning, non_finite_error
 from .torch_eager import TorchEagerBackend
 
@@ -62,9 +61,10 @@ class TorchFastBackend(TorchEagerBackend):
     def describe(self) -> dict:
         return {**super().describe(), "options": self.options.describe()}
 
-    def synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def close(self) -> None:
+        """Drop the captured graph, the runtime UNet and the weights (then TorchEagerBackend.close)."""
+        self._graph = self.stepper = self.unet = None
+        super().close()
 
     @torch.inference_mode()
     def prepare(self, cond: Conditioning, vector: np.ndarray, cfg_scales: np.ndarray) -> FastState:
@@ -88,9 +88,9 @@ class TorchFastBackend(TorchEagerBackend):
         return self._run(state, x, sigmas[0], sigmas[1]).clone()  # a graph's output buffer is reused
 
     @torch.inference_mode()
-    def denoise(self, state: FastState, noise: np.ndarray, sigmas: np.ndarray, on_step=None) -> np.ndarray:
+    def denoise(self, state: FastState, x0: np.ndarray, sigmas: np.ndarray, on_step=None) -> np.ndarray:
         """The sampler loop with the schedule on the device: no host sync until the result."""
-        x = self.to_native(noise * np.float32(initial_noise_scale(float(sigmas[0]))))
+        x = self.to_native(x0)
         s = torch.from_numpy(np.asarray(sigmas, dtype=np.float32)).to(self.device)  # (steps + 1,)
         finite = torch.ones(len(sigmas) - 1, dtype=torch.bool, device=self.device)
         for i in range(len(sigmas) - 1):

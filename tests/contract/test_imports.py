@@ -43,7 +43,7 @@ def _offenders(subpackage: str, forbidden: tuple[str, ...]) -> list[str]:
 
 def test_the_resolver_sees_relative_and_lazy_imports(tmp_path):
     assert "sv3d_trt.contract.graphs" in imported_modules(PACKAGE / "export" / "graphs.py")
-    assert "sv3d_trt.contract.manifest.load_manifest" in imported_modules(PACKAGE / "runtime" / "trt.py")
+    assert "sv3d_trt.contract.manifest.load_manifest" in imported_modules(PACKAGE / "runtime" / "trt" / "backend.py")
     assert "sv3d_trt.kernels.trt_plugin" in imported_modules(PACKAGE / "export" / "build.py")  # inside a function
 
 

@@ -181,15 +181,15 @@ def test_50_step_generation_matches_torch_eager(export_fp32, models):
     vector = camera_vector(cfg.variant, static_orbit(T), num_frames=T)
     scales = triangle_cfg_scales(T).astype(np.float32)
     sigmas = edm_sigmas(50)
-    noise = rng.standard_normal((T, 4, h, h)).astype(np.float32)
+    x0 = rng.standard_normal((T, 4, h, h)).astype(np.float32) * np.float32(initial_noise_scale(float(sigmas[0])))
 
     backend = TorchEagerBackend(models)
-    reference = backend.denoise(backend.prepare(cond, vector, scales), noise, sigmas)
+    reference = backend.denoise(backend.prepare(cond, vector, scales), x0, sigmas)
 
     attn2 = dict(zip([o.name for o in _session(export_fp32 / "context.onnx").get_outputs()],
                      _session(export_fp32 / "context.onnx").run(None, {"clip_embedding": cond.clip_embedding})))
     step = _session(export_fp32 / "denoise_step.onnx")
-    x = noise * np.float32(initial_noise_scale(float(sigmas[0])))
+    x = x0
     for i in range(len(sigmas) - 1):
         (x,) = step.run(None, {"x": x, "sigma": np.array([sigmas[i]], np.float32),
                                "sigma_next": np.array([sigmas[i + 1]], np.float32),

@@ -28,9 +28,8 @@ def test_orbit_cameras_geometry():
 
 def test_foundation_key_names_and_extra_keys(tmp_path):
     data = orbit_cameras(*sv3d_orbit())
-    for frame in data["frames"]:
-        frame["camera_to_world"] = frame.pop("c2w")
-        frame.pop("w2c")
+    for frame in data["frames"]:  # the reader falls back to camera_to_world alone
+        frame.pop("world_to_camera")
         frame["extra"] = 1
     data["intrinsics"]["K"] = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     path = tmp_path / "cameras.json"

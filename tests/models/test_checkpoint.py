@@ -21,23 +21,11 @@ from sv3d_trt.models.checkpoint import (
     make_checkpoint,
 )
 from sv3d_trt.models.config import get_config
-
-TSV = Path(__file__).resolve().parents[2].parent / "shared/reference/sv3d_p_keys.tsv"
-
-
-def _tsv_layout() -> dict[str, tuple[int, ...]]:
-    rows = {}
-    for line in TSV.read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        key, shape = line.split("\t")[:2]
-        rows[key] = tuple(int(s) for s in shape.strip("()").replace(" ", "").split(",") if s)
-    return rows
+from official import official_layout
 
 
-@pytest.mark.skipif(not TSV.exists(), reason="shared/reference/sv3d_p_keys.tsv not beside the repo")
 def test_full_layout_is_the_official_file_key_for_key():
-    official = _tsv_layout()
+    official = official_layout()
     ours = checkpoint_layout(get_config("full", "sv3d_p"))
     assert len(official) == 2212
     assert set(ours) == set(official), (sorted(set(ours) ^ set(official)))[:10]

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract.graphs import CHAINS, FIXED_IO, GRAPH_NAMES, STEP_INPUTS, STEP_LATENT, STEP_SIGMA, GraphIO, TensorSpec
-from ..errors import StaleEngineError
-from .backend import chunk_ranges
+from ...contract.graphs import CHAINS, FIXED_IO, GRAPH_NAMES, STEP_INPUTS, STEP_LATENT, STEP_SIGMA, GraphIO, TensorSpec
+from ...errors import StaleEngineError
+from ..backend import chunk_ranges
 
 ALIGNMENT = 256  # bytes; TensorRT's required alignment of tensor addresses
 
