@@ -267,29 +267,25 @@ def run(images, engines, onnx_dir, checkpoint, backend, device, out, seed, steps
 @main.command("mesh")
 @click.argument("frames_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--cameras", "cameras_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="cameras.json (default: FRAMES_DIR/cameras.json)")
+              show_default="FRAMES_DIR/cameras.json", help="cameras.json")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="mesh file: .glb or .obj")
-@click.option("--iters", type=int, default=None, help="optimisation steps (default 200)")
-@click.option("--resolution", type=int, default=None, help="working resolution (default 256)")
+@click.option("--quality", type=click.Choice(["draft", "default", "high"]), default="default", show_default=True,
+              help="draft: a quick look; high: a finer mesh and a 2048 px texture, several times slower")
+@click.option("--iters", type=click.IntRange(1), default=None, show_default="from --quality",
+              help="planned optimisation steps (the fit may stop sooner once converged)")
+@click.option("--resolution", type=click.IntRange(32), default=None, show_default="from --quality",
+              help="final working resolution in pixels")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]")
 @_friendly
-def mesh_command(frames_dir, cameras_path, out, iters, resolution, device):
+def mesh_command(frames_dir, cameras_path, out, quality, iters, resolution, device):
     """Reconstruct a textured mesh from 21 orbit frames (frame_000.png ...) and their cameras."""
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from .mesh import reconstruct_mesh
+    from .mesh import quality_config, reconstruct_mesh
+    from .progress import Progress
 
     cameras_path = cameras_path or str(Path(frames_dir) / "cameras.json")
-    with tqdm(total=1, unit="step", dynamic_ncols=True) as bar:
-        def progress(stage, done, total):
-            bar.total = total
-            bar.set_description(stage)
-            bar.update(done - bar.n)
-
+    with Progress() as progress:
         result = reconstruct_mesh(frames_dir, cameras_path, out, iters=iters, resolution=resolution,
-                                  device=device, progress=progress)
+                                  device=device, progress=progress.report, config=quality_config(quality))
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     click.echo(f"wrote {', '.join(str(p) for p in result.files)} ({len(result.faces)} faces; {stages})")
 
@@ -299,9 +295,13 @@ def mesh_command(frames_dir, cameras_path, out, iters, resolution, device):
 @click.option("--resolution", type=int, default=128, show_default=True)
 @click.option("--iters", type=int, default=100, show_default=True)
 @click.option("--elevation", type=float, default=10.0, show_default=True, help="orbit elevation in degrees")
+@click.option("--perturb", type=click.Choice(["none", "default", "strong"]), default="none", show_default=True,
+              help="degrade the views like generated ones: exposure/colour drift, blur, noise, eroded masks, "
+                   "cameras off by degrees")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the perturbation")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write the scores here")
 @_friendly
-def mesh_eval_command(mesh_file, resolution, iters, elevation, json_out):
+def mesh_eval_command(mesh_file, resolution, iters, elevation, perturb, seed, json_out):
     """Render MESH_FILE (watertight OBJ/PLY/GLB/STL, or a shape name: sphere, torus, box, composite,
     textured_sphere) at the SV3D orbit, reconstruct it and print the scores as JSON."""
     import json
@@ -311,7 +311,7 @@ def mesh_eval_command(mesh_file, resolution, iters, elevation, json_out):
     from .mesh import SHAPES, evaluate, procedural_shape
 
     mesh = procedural_shape(mesh_file) if mesh_file in SHAPES and not Path(mesh_file).exists() else mesh_file
-    scores = evaluate(mesh, resolution=resolution, iters=iters, elevation_deg=elevation)
+    scores = evaluate(mesh, resolution=resolution, iters=iters, elevation_deg=elevation, perturb=perturb, seed=seed)
     if json_out:
         write_json_atomic(json_out, scores)
     click.echo(json.dumps(scores, indent=2))

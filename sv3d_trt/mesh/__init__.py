@@ -2,8 +2,8 @@
 from .evaluate import evaluate
 from .mesh_io import MeshError
 from .optimize import FitConfig
-from .pipeline import MeshConfig, MeshResult, reconstruct_mesh
+from .pipeline import QUALITY, MeshConfig, MeshResult, quality_config, reconstruct_mesh
 from .shapes import SHAPES, procedural_shape
 
-__all__ = ["FitConfig", "MeshConfig", "MeshError", "MeshResult", "SHAPES", "evaluate", "procedural_shape",
-           "reconstruct_mesh"]
+__all__ = ["FitConfig", "MeshConfig", "MeshError", "MeshResult", "QUALITY", "SHAPES", "evaluate", "procedural_shape",
+           "quality_config", "reconstruct_mesh"]

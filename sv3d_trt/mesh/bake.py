@@ -41,6 +41,21 @@ def fill_holes(image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return filled[0].permute(1, 2, 0)
 
 
+def view_weights(points: torch.Tensor, normals: torch.Tensor, depth: torch.Tensor, views: Views) -> torch.Tensor:
+    """(N, K) how much each view contributes to surface points (K, 3) with unit normals (K, 3): visible in the
+    view's depth buffer depth (N, H, W), times cos(theta)^VIEW_POWER."""
+    res = views.resolution
+    weights = []
+    for n in range(len(views)):
+        uvz = project(points, views.subset(torch.tensor([n], device=points.device)))[0]  # (K, 3)
+        col = uvz[:, 0].floor().long().clamp(0, res - 1)
+        row = uvz[:, 1].floor().long().clamp(0, res - 1)
+        visible = uvz[:, 2] <= depth[n, row, col] * (1.0 + DEPTH_TOLERANCE)
+        cos = (normals * F.normalize(views.centres[n] - points, dim=-1)).sum(-1).clamp_min(0.0)
+        weights.append(visible.float() * cos.pow(VIEW_POWER))
+    return torch.stack(weights)
+
+
 def bake_texture(positions: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor, images: torch.Tensor,
                  views: Views, irradiance, size: int) -> torch.Tensor:
     """Albedo texture (size, size, 3) in [0, 1], row 0 at v = 1 (image convention).
@@ -58,20 +73,14 @@ def bake_texture(positions: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor
     res = views.resolution
     depth = rasterize(project(positions, views), faces, res).depth  # (N, H, W)
     total = torch.zeros(len(points), 3, device=points.device)
-    weight = torch.zeros(len(points), device=points.device)
-    for n in range(len(views)):
+    weights = view_weights(points, normals, depth, views)  # (N, K)
+    for n, w in enumerate(weights):
         uvz = project(points, views.subset(torch.tensor([n], device=points.device)))[0]  # (K, 3)
-        col = uvz[:, 0].floor().long().clamp(0, res - 1)
-        row = uvz[:, 1].floor().long().clamp(0, res - 1)
-        visible = uvz[:, 2] <= depth[n, row, col] * (1.0 + DEPTH_TOLERANCE)
-        to_camera = F.normalize(views.centres[n] - points, dim=-1)
-        cos = (normals * to_camera).sum(-1).clamp_min(0.0)
-        w = visible.float() * cos.pow(VIEW_POWER)
         grid = torch.stack([2.0 * uvz[:, 0] / res - 1.0, 2.0 * uvz[:, 1] / res - 1.0], dim=-1)
         color = F.grid_sample(images[n].permute(2, 0, 1)[None], grid[None, None], mode="bilinear",
                               padding_mode="border", align_corners=False)[0, :, 0].T  # (K, 3)
         total += w[:, None] * color
-        weight += w
+    weight = weights.sum(0)
     albedo = total / weight.clamp_min(1e-12)[:, None]
     # 3. remove the fitted shading
     if irradiance is not None:

@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
+from ..cameras import RADIUS
 from .cameras import load_cameras, orbit_cameras, sv3d_orbit
-from .metrics import mesh_scores, psnr
+from .metrics import mesh_scores, psnr, seam_step
 from .mesh_io import load_watertight
+from .perturb import jitter_cameras, perturb_views, perturbation
 from .pipeline import MeshConfig, reconstruct_mesh
 from .render import render
 from .shapes import normalise
@@ -30,8 +32,9 @@ AMBIENT, DIFFUSE, GREY = 0.35, 0.65, 0.7
 CREASE_DEGREES = 30.0
 
 
-def render_ground_truth(mesh: trimesh.Trimesh, cameras: dict, resolution: int) -> torch.Tensor:
-    """(N, R, R, 3) float frames of a normalised mesh, 2x supersampled.
+def render_ground_truth(mesh: trimesh.Trimesh, cameras: dict, resolution: int, alpha: bool = False) -> torch.Tensor:
+    """(N, R, R, 3) float frames of a normalised mesh over white, 2x supersampled; alpha: (N, R, R, 4)
+    straight colour and coverage instead.
 
     Vertices are split along creases sharper than CREASE_DEGREES first, so a box's faces are flat
     shaded as a real render shows them (shared corner normals would shade each face as a gradient
@@ -49,17 +52,36 @@ def render_ground_truth(mesh: trimesh.Trimesh, cameras: dict, resolution: int) -
         return AMBIENT + DIFFUSE * (normals @ light).clamp_min(0.0)[:, None]
 
     with torch.no_grad():
-        big = render(vertices, faces, load_cameras(cameras).views(2 * resolution), colors=colors, shading=shading)
-    return F.avg_pool2d(big.image.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).contiguous()
+        # Over black, the colour is premultiplied by coverage: both average linearly when downsampling.
+        big = render(vertices, faces, load_cameras(cameras).views(2 * resolution), colors=colors, shading=shading,
+                     background=0.0)
+        both = torch.cat([big.image, big.alpha[..., None]], dim=-1).permute(0, 3, 1, 2)
+        small = F.avg_pool2d(both, 2).permute(0, 2, 3, 1).contiguous()
+    premultiplied, coverage = small[..., :3], small[..., 3:]
+    if alpha:
+        return torch.cat([premultiplied / coverage.clamp_min(1e-6), coverage], dim=-1)
+    return premultiplied + (1.0 - coverage)
 
 
 def evaluate(mesh, resolution: int = 128, iters: int = 100, elevation_deg: float = 10.0,
-             config: MeshConfig | None = None, samples: int = 100_000, out_dir: str | Path | None = None) -> dict:
-    """Scores of the reconstruction of `mesh` (a path or a watertight trimesh) as a JSON-ready dict."""
+             config: MeshConfig | None = None, samples: int = 100_000, out_dir: str | Path | None = None,
+             perturb: str = "none", seed: int = 0) -> dict:
+    """Scores of the reconstruction of `mesh` (a path or a watertight trimesh) as a JSON-ready dict.
+
+    perturb (`perturb.PERTURB`): render the views at jittered cameras and degrade them like generated
+    views (seeded by `seed`); the reconstruction gets the nominal cameras, and its re-render is scored
+    (psnr) against the unperturbed ground truth.
+    """
     gt = normalise(load_watertight(mesh) if isinstance(mesh, (str, Path)) else mesh)
+    p = perturbation(perturb)
     elevations, azimuths = sv3d_orbit(elevation_deg=elevation_deg)
     cameras = orbit_cameras(elevations, azimuths, image_size=resolution)
-    frames = render_ground_truth(gt, cameras, resolution)
+    clean = render_ground_truth(gt, cameras, resolution)
+    frames = clean
+    if p is not None:
+        generator = np.random.default_rng(seed)
+        seen_from = jitter_cameras(elevations, azimuths, RADIUS, resolution, p, generator)
+        frames = perturb_views(render_ground_truth(gt, seen_from, resolution, alpha=True), p, generator)
     config = replace(config or MeshConfig(), resolution=resolution)
     config = replace(config, fit=replace(config.fit, iters=iters), texture_size=min(config.texture_size, 4 * resolution))
     start = time.perf_counter()
@@ -69,6 +91,9 @@ def evaluate(mesh, resolution: int = 128, iters: int = 100, elevation_deg: float
         seconds = time.perf_counter() - start
     pred = normalise(trimesh.Trimesh(result.vertices, result.faces, process=True))
     scores = mesh_scores(pred, gt, samples)
-    return {**scores, "psnr": psnr(result.renders, frames), "seconds": seconds,
+    seams = seam_step(result.vertices, result.faces, result.uvs, result.texture,
+                      load_cameras(cameras).views(resolution))
+    return {**scores, "psnr": psnr(result.renders, clean), "seam_step": seams, "seconds": seconds,
             "stage_seconds": result.seconds, "faces": int(len(result.faces)), "resolution": resolution,
-            "iters": iters, "elevation_deg": elevation_deg}
+            "iters": iters, "steps": len(result.losses), "elevation_deg": elevation_deg, "perturb": perturb,
+            "seed": seed}

@@ -21,20 +21,26 @@ def textured_trimesh(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, t
     return trimesh.Trimesh(vertices=vertices, faces=faces, visual=visual, process=False)
 
 
+def check_format(path: str | Path) -> str:
+    """The lower-case suffix of a mesh path, or MeshError when it is not one of FORMATS."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise MeshError(f"unsupported mesh format {Path(path).suffix!r}; use one of {FORMATS}")
+    return suffix
+
+
 def write_mesh(path: str | Path, mesh: trimesh.Trimesh) -> list[Path]:
     """Write by suffix (.glb or .obj); returns every file written (OBJ also writes .mtl and .png)."""
     path = Path(path)
-    suffix = path.suffix.lower()
+    suffix = check_format(path)
     if suffix == ".glb":
         write_bytes_atomic(path, mesh.export(file_type="glb"))
         return [path]
-    if suffix == ".obj":
-        text, files = trimesh.exchange.obj.export_obj(mesh, include_texture=True, return_texture=True,
-                                                      mtl_name=f"{path.stem}.mtl")
-        written = []
-        for name, data in files.items():
-            write_bytes_atomic(path.parent / name, data)
-            written.append(path.parent / name)
-        write_bytes_atomic(path, text.encode())
-        return [path, *written]
-    raise MeshError(f"unsupported mesh format {path.suffix!r}; use one of {FORMATS}")
+    text, files = trimesh.exchange.obj.export_obj(mesh, include_texture=True, return_texture=True,
+                                                  mtl_name=f"{path.stem}.mtl")
+    written = []
+    for name, data in files.items():
+        write_bytes_atomic(path.parent / name, data)
+        written.append(path.parent / name)
+    write_bytes_atomic(path, text.encode())
+    return [path, *written]

@@ -6,6 +6,10 @@ total = w_color  * mean (render - frame)^2                 photometric: albedo x
       + w_normal * mean (1 - cos) over adjacent face pairs  flatness: normals of neighbouring faces agree
       + w_albedo * ALBEDO_SMOOTH_SCALE * mean |L albedo|^2  texture smoothness: neighbouring colours agree
 
+The colour term can be robust (Huber, `huber`): squared below a colour error of `huber`, linear
+above, so a frame whose colours are off (a generated view's exposure jump, flicker) pulls the
+surface with a bounded force instead of one that grows with the error.
+
 The image terms are means over every pixel of the rendered views, so they do not depend on the
 working resolution or the number of views per step. The Laplacian term is scaled by the target
 edge length, so it does not depend on how finely the surface is meshed. The albedo Laplacian is
@@ -35,14 +39,17 @@ class LossWeights:
 
 def mesh_loss(image: torch.Tensor, alpha: torch.Tensor, target_rgb: torch.Tensor, target_mask: torch.Tensor,
               vertices: torch.Tensor, faces: torch.Tensor, edges: torch.Tensor, face_pairs: torch.Tensor,
-              albedo: torch.Tensor, edge_length: float, weights: LossWeights) -> tuple[torch.Tensor, dict]:
+              albedo: torch.Tensor, edge_length: float, weights: LossWeights,
+              huber: float | None = None) -> tuple[torch.Tensor, dict]:
     """-> (weighted total, {term name: unweighted value}) for one step's rendered views.
 
     image/target_rgb (N, H, W, 3), alpha/target_mask (N, H, W); vertices/albedo (V, 3), faces (F, 3),
-    edges (E, 2) and face_pairs (E, 2) of the current mesh; edge_length is the mean target edge length.
+    edges (E, 2) and face_pairs (E, 2) of the current mesh; edge_length is the mean target edge length;
+    huber: the colour error beyond which the colour term grows linearly instead of quadratically.
     """
+    residual = image - target_rgb
     terms = {
-        "color": (image - target_rgb).pow(2).mean(),
+        "color": _huber(residual, huber) if huber is not None else residual.pow(2).mean(),
         "mask": (alpha - target_mask).pow(2).mean(),
         "laplacian": laplacian_energy(vertices, edges, edge_length),
         "normal": normal_consistency(vertices, faces, face_pairs),
@@ -50,3 +57,9 @@ def mesh_loss(image: torch.Tensor, alpha: torch.Tensor, target_rgb: torch.Tensor
     }
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, terms
+
+
+def _huber(residual: torch.Tensor, delta: float) -> torch.Tensor:
+    """Mean Huber penalty, equal to the squared error below delta (so its weight reads the same)."""
+    magnitude = residual.abs()
+    return torch.where(magnitude <= delta, residual.pow(2), 2.0 * delta * magnitude - delta ** 2).mean()

@@ -6,6 +6,7 @@
 - chamfer_l1, normal_consistency, fscore_1 / fscore_2: the same over 100k area-uniform surface
   samples (Occupancy Networks), F-score at tau = 1 % and 2 % of the bbox side.
 - volume_iou: occupancy IoU on a 64^3 grid (SV3D), plus 128^3 ("volume_iou_128").
+- seam_step: how visible the bake's view boundaries are in the texture (`seam_step`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
+from .bake import view_weights
+from .cameras import Views, project
+from .raster import rasterize
+from .regularize import adjacent_faces
 from .voxelize import voxelize
 
 GT_MAX_EDGE = 0.02
@@ -63,3 +68,37 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two image stacks in [0, 1]."""
     mse = float((a.float() - b.float()).pow(2).mean())
     return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+
+
+def seam_step(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture: np.ndarray, views: Views) -> float:
+    """Mean colour difference between neighbouring faces that the bake took from different views, over the
+    same between neighbours taken from the same view: about 1 when view boundaries leave no exposure or
+    colour step in the texture, above 1 when they do.
+
+    A textured atlas mesh (vertices (V, 3) split at chart seams, faces (F, 3), uvs (V, 2), texture (T, T, 3)
+    uint8); a face's colour is its texel at the centroid, its view the one with the largest bake weight.
+    """
+    positions = torch.tensor(vertices, dtype=torch.float32)
+    _, welded = torch.unique(torch.round(positions * 1e5), dim=0, return_inverse=True)  # undo the chart splits
+    faces_t = torch.as_tensor(faces, dtype=torch.long)
+    corners = positions[faces_t]  # (F, 3, 3)
+    centroids = corners.mean(1)
+    normals = torch.nn.functional.normalize(torch.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0],
+                                                        dim=-1), dim=-1, eps=1e-12)
+    depth = rasterize(project(positions, views), faces_t, views.resolution).depth
+    weights = view_weights(centroids, normals, depth, views)  # (N, F)
+    dominant = torch.where(weights.max(0).values > 0, weights.argmax(0), torch.full_like(weights[0], -1).long())
+    size = texture.shape[0]
+    uv = uvs[faces].mean(1)  # (F, 2)
+    rows = np.clip(((1.0 - uv[:, 1]) * size).astype(int), 0, size - 1)
+    cols = np.clip((uv[:, 0] * size).astype(int), 0, size - 1)
+    colours = torch.tensor(texture[rows, cols] / 255.0, dtype=torch.float32)
+    pairs = adjacent_faces(welded[faces_t])
+    a, b = pairs[:, 0], pairs[:, 1]
+    seen = (dominant[a] >= 0) & (dominant[b] >= 0)
+    across = seen & (dominant[a] != dominant[b])
+    within = seen & (dominant[a] == dominant[b])
+    difference = (colours[a] - colours[b]).abs().mean(-1)
+    if not bool(across.any()) or not bool(within.any()):
+        return 1.0
+    return float(difference[across].mean() / difference[within].mean().clamp_min(1e-6))

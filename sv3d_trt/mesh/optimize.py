@@ -27,22 +27,33 @@ from .cameras import Views, project
 from .lighting import LightSolver, SphericalHarmonicsLight
 from .loss import LossWeights, mesh_loss
 from .masks import Frames
+from .nuisance import ViewNuisance, detached
 from .regularize import adjacent_faces
 from .remesh import calc_edges, remesh
 from .render import fragments, interpolate, render, vertex_normals
+from .schedule import Convergence, plan, step_cost
 from .unseen import fill_unseen, seen_vertices
 
 
 @dataclass(frozen=True)
 class FitConfig:
-    iters: int = 200
+    iters: int = 200  # planned steps (early stop may end the fit sooner)
     views_per_step: int = 4
     edge_length: float = 0.03  # target edge length, as a fraction of the object's largest side
+    coarse_resolution: int | None = 128  # first working resolution (None: the final one throughout)
+    coarse_fraction: float = 0.6  # share of the steps over which the resolution reaches its final value
+    early_stop: float | None = 0.003  # stop when a window of final-resolution losses falls less than this (relative)
     remesh_every: int = 10
     lr_position: float = 0.002  # fraction of the object's largest side per step (Adam step size)
     lr_albedo: float = 0.03
     albedo_delay: float = 0.3  # fraction of the steps with the albedo held, so the light takes the shading first
     weights: LossWeights = field(default_factory=LossWeights)
+    huber: float | None = 0.1  # robust colour term (`loss.mesh_loss`); None: plain squared error
+    refine_views: bool = True  # fit per-view gains and camera corrections (`nuisance`) with the mesh
+    refine_start: float = 0.2  # fraction of the steps before they move (the hull first takes its rough shape)
+    lr_gain: float = 0.005
+    lr_pose: float = 0.001  # radians (and relative distance) per step
+    weight_prior: float = 1e-4  # pull of the nuisance parameters toward nominal (`ViewNuisance.penalty`)
     refill_rounds: int = 3
     seed: int = 0
 
@@ -117,14 +128,16 @@ def _initial_albedo(frames: Frames, vertices: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _update_light(solver: LightSolver, light: SphericalHarmonicsLight, opt: MeshOptimizer, out, views: Views,
-                  frames: Frames, index: torch.Tensor) -> None:
-    """Re-solve the light from this step's fully covered pixels (mask > 0.99: no edge blending)."""
+                  frames: Frames, index: torch.Tensor, gains: torch.Tensor) -> None:
+    """Re-solve the light from this step's fully covered pixels (mask > 0.99: no edge blending), with each
+    view's colour gain (n, 3) divided out."""
     vertices = opt.vertices.detach()
     frags = fragments(project(vertices, views), opt.faces, out.raster)
     inside = frames.mask[index].reshape(-1)[frags.pixel] > 0.99
     normals = F.normalize(interpolate(vertex_normals(vertices, opt.faces), opt.faces, frags), dim=-1, eps=1e-12)
     albedo = interpolate(opt.albedo.detach(), opt.faces, frags)
-    target = frames.rgb[index].reshape(-1, 3)[frags.pixel]
+    pixels = frames.rgb[index].shape[1] * frames.rgb[index].shape[2]
+    target = frames.rgb[index].reshape(-1, 3)[frags.pixel] / gains[frags.pixel // pixels]
     solver.update(light, albedo[inside], normals[inside], target[inside])
 
 
@@ -135,11 +148,18 @@ class FitResult:
     albedo: torch.Tensor  # (V, 3)
     light: SphericalHarmonicsLight
     losses: list[float]
+    nuisance: ViewNuisance | None  # the fitted per-view gains and camera corrections
 
 
-def fit(vertices: torch.Tensor, faces: torch.Tensor, frames: Frames, views: Views, config: FitConfig,
-        scale: float, progress: Callable[[int], None] | None = None) -> FitResult:
-    """Optimise a closed mesh against frames (at views.resolution). scale = the object's largest side."""
+def fit(vertices: torch.Tensor, faces: torch.Tensor, level: Callable[[int], tuple[Frames, Views]], resolution: int,
+        config: FitConfig, scale: float, progress: Callable[[float], None] | None = None) -> FitResult:
+    """Optimise a closed mesh against the frames. level(r) gives the frames and views at working resolution r
+    (the plan in `schedule` visits a few, ending at `resolution`); scale = the object's largest side.
+    progress(fraction) reports the share of the planned work done (by `schedule.step_cost`; 1.0 at the end)."""
+    plan_resolutions = plan(config, resolution)
+    costs = [step_cost(r) for r in plan_resolutions]
+    total_cost, done_cost = sum(costs), 0.0
+    frames, views = level(plan_resolutions[0])
     opt = MeshOptimizer(vertices, faces, _initial_albedo(frames, vertices), config.edge_length * scale,
                         config.lr_position * scale, config.lr_albedo)
     light = SphericalHarmonicsLight().to(vertices.device).requires_grad_(False)
@@ -147,32 +167,53 @@ def fit(vertices: torch.Tensor, faces: torch.Tensor, frames: Frames, views: View
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.empty(0, dtype=torch.long)
     losses = []
+    convergence = Convergence(2 * config.remesh_every, config.early_stop or 0.0)
+    nuisance = ViewNuisance(len(views), vertices.device, config.lr_gain, config.lr_pose) if config.refine_views else None
     # Marching-cubes meshes are much finer than the target: coarsen until the face count settles.
     for _ in range(10):
         count = len(opt.faces)
         opt.remesh(passes=3)
         if len(opt.faces) > 0.97 * count:
             break
-    for it in range(config.iters):
+    for it, res in enumerate(plan_resolutions):
+        if res != views.resolution:
+            frames, views = level(res)
         if len(order) < config.views_per_step:
             order = torch.cat([order, torch.randperm(len(views), generator=generator)])
         index, order = order[:config.views_per_step], order[config.views_per_step:]
         index = index.to(vertices.device)
-        subset = views.subset(index)
+        subset = views.subset(index) if nuisance is None else nuisance.views(views, index)
         # Cosine decay to 10 %: large moves early, fine convergence at the end.
         lr_scale = 0.1 + 0.45 * (1.0 + math.cos(math.pi * it / config.iters))
         opt.zero_grad()
         out = render(opt.vertices, opt.faces, subset, colors=opt.albedo, shading=light)
-        loss, _ = mesh_loss(out.image, out.alpha, frames.rgb[index], frames.mask[index], opt.vertices, opt.faces,
-                            opt.edges, opt.face_pairs, opt.albedo, float(opt.target.mean()), config.weights)
+        image = out.image if nuisance is None else nuisance.shade(out.image, out.alpha, index)
+        loss, _ = mesh_loss(image, out.alpha, frames.rgb[index], frames.mask[index], opt.vertices, opt.faces,
+                            opt.edges, opt.face_pairs, opt.albedo, float(opt.target.mean()), config.weights,
+                            config.huber)
+        if nuisance is not None:
+            nuisance.zero_grad()
+            loss = loss + config.weight_prior * nuisance.penalty()
         loss.backward()
         opt.step(lr_scale, albedo=it >= config.albedo_delay * config.iters)
-        _update_light(light_solver, light, opt, out, subset, frames, index)
+        if nuisance is not None and it >= config.refine_start * config.iters:
+            nuisance.step()
+        gains = torch.ones(len(index), 3, device=vertices.device) if nuisance is None else nuisance.gains(index).detach()
+        _update_light(light_solver, light, opt, out, detached(subset), frames, index, gains)
         losses.append(float(loss.detach()))  # sync
+        done_cost += costs[it]
+        if res == resolution:
+            convergence.add(losses[-1])
+        else:
+            convergence.reset()
         if (it + 1) % config.remesh_every == 0 and it + 1 < config.iters:
+            if config.early_stop is not None and convergence.converged():
+                break
             opt.remesh()
             if (it + 1) // config.remesh_every <= config.refill_rounds:
-                opt.fill_unseen(views)
+                opt.fill_unseen(views if nuisance is None else nuisance.detached_views(views))
         if progress is not None:
-            progress(1)
-    return FitResult(opt.vertices.detach(), opt.faces, opt.albedo.detach(), light, losses)
+            progress(done_cost / total_cost)
+    if progress is not None:
+        progress(1.0)
+    return FitResult(opt.vertices.detach(), opt.faces, opt.albedo.detach(), light, losses, nuisance)

@@ -22,10 +22,11 @@ from PIL import Image
 
 from ..fileio import write_bytes_atomic
 from .bake import bake_texture
-from .cameras import CameraRig, load_cameras
+from .cameras import CameraRig, Views, load_cameras
 from .carve import carve, hull_mesh
-from .export import textured_trimesh, write_mesh
-from .masks import prepare_frames
+from .export import check_format, textured_trimesh, write_mesh
+from .masks import Frames, prepare_frames
+from .mesh_io import MeshError
 from .optimize import FitConfig, fit
 from .preview import contact_sheet
 from .render import render
@@ -37,11 +38,26 @@ STAGES = ("masks", "carve", "optimise", "uv", "bake", "export")
 
 @dataclass(frozen=True)
 class MeshConfig:
-    resolution: int = 256  # working resolution of carving and optimisation (frames are resized)
+    resolution: int = 256  # final working resolution of the fit (frames are resized; carving uses it too)
     grid: int = 64  # voxels per side for the visual hull (about the target edge length: fewer collapses)
     texture_size: int = 1024
     max_uv_faces: int = MAX_UV_FACES
     fit: FitConfig = field(default_factory=FitConfig)
+
+
+# `--quality`: the default is MeshConfig(); draft for a quick look, high for a finer mesh and texture.
+QUALITY = {
+    "draft": MeshConfig(resolution=128, texture_size=512, fit=FitConfig(iters=100, coarse_resolution=96, edge_length=0.04)),
+    "default": MeshConfig(),
+    "high": MeshConfig(resolution=384, grid=96, texture_size=2048,
+                       fit=FitConfig(iters=400, edge_length=0.02)),
+}
+
+
+def quality_config(name: str) -> MeshConfig:
+    if name not in QUALITY:
+        raise MeshError(f"unknown mesh quality {name!r}; expected one of {', '.join(QUALITY)}")
+    return QUALITY[name]
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,39 +87,47 @@ def reconstruct_mesh(frames_dir_or_array, cameras, out_path, iters: int | None =
     """Reconstruct a textured mesh and write it to out_path (.glb or .obj) plus `<stem>_contact.png`.
 
     frames_dir_or_array: folder with frame_000.png ... or an array (T, H, W, 3|4); cameras: a
-    cameras.json path or its dict; progress(stage, done, total) is called as work completes.
+    cameras.json path or its dict; config: a `QUALITY` preset or your own (iters and resolution
+    override its values). progress(stage, done, total) follows each stage once the inputs are read
+    and checked (bad inputs raise before any report); the optimise stage counts its planned steps
+    weighted by their cost (`schedule.step_cost`), so a rate-based ETA holds across the coarse-to-fine
+    plan, and jumps to its total when the fit stops early.
     """
+    check_format(out_path)
     config = config or MeshConfig()
     if resolution is not None:
         config = replace(config, resolution=resolution)
     if iters is not None:
         config = replace(config, fit=replace(config.fit, iters=iters))
     device = torch.device(device)
-    total = config.fit.iters + len(STAGES)
-    done = 0
     seconds: dict[str, float] = {}
+    counts = {"optimise": config.fit.iters}  # what each stage counts to (the others: 1)
     clock = time.perf_counter()
 
-    def finish(stage: str) -> None:
-        nonlocal clock, done
-        seconds[stage] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        done += 1
+    def report(stage: str, done: int, total: int) -> None:
         if progress is not None:
             progress(stage, done, total)
 
-    def fit_step(_: int) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress("optimise", done, total)
+    def finish(stage: str, following: str | None) -> None:
+        nonlocal clock
+        seconds[stage] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        report(stage, counts.get(stage, 1), counts.get(stage, 1))
+        if following is not None:
+            report(following, 0, counts.get(following, 1))
 
-    # 1. masks
+    # 1. masks (reading and checking every input)
     rig = load_cameras(cameras)
     native = prepare_frames(frames_dir_or_array, rig.num_views).to(device)
-    work = native.resized(config.resolution)
-    views = rig.views(config.resolution, device)
-    finish("masks")
+    levels: dict[int, tuple[Frames, Views]] = {}
+
+    def level(res: int) -> tuple[Frames, Views]:
+        if res not in levels:
+            levels[res] = native.resized(res), rig.views(res, device)
+        return levels[res]
+
+    work, views = level(config.resolution)
+    finish("masks", "carve")
     # 2. carve
     bound = _bound(rig)
     step = 2.0 * bound / config.grid
@@ -111,22 +135,25 @@ def reconstruct_mesh(frames_dir_or_array, cameras, out_path, iters: int | None =
     vertices, faces = hull_mesh(occupancy, -bound, step)
     vertices = fill_unseen(vertices, faces, seen_vertices(vertices, faces, views))
     scale = float((vertices.max(0).values - vertices.min(0).values).max())  # sync
-    finish("carve")
+    finish("carve", "optimise")
     # 3. optimise
-    result = fit(vertices, faces, work, views, config.fit, scale, progress=fit_step)
-    finish("optimise")
+    result = fit(vertices, faces, level, config.resolution, config.fit, scale,
+                 progress=lambda fraction: report("optimise", round(fraction * config.fit.iters), config.fit.iters))
+    finish("optimise", "uv")
     # 4. uv
     vertices, faces = decimate(result.vertices, result.faces, config.max_uv_faces)
     vmapping, uv_faces, uvs = unwrap(vertices.cpu().numpy(), faces.cpu().numpy(), config.texture_size)
     positions = vertices[torch.as_tensor(vmapping, device=device)]
     uv_faces_t = torch.as_tensor(uv_faces, device=device)
     uvs_t = torch.as_tensor(uvs, device=device)
-    finish("uv")
+    finish("uv", "bake")
     # 5. bake
+    bake_views, images = rig.views(native.resolution, device), native.rgb
+    if result.nuisance is not None:  # each frame through its corrected camera, its exposure divided out
+        bake_views, images = result.nuisance.detached_views(bake_views), result.nuisance.unshade(images, native.mask)
     with torch.no_grad():
-        texture = bake_texture(positions, uv_faces_t, uvs_t, native.rgb, rig.views(native.resolution, device),
-                               result.light, config.texture_size)
-    finish("bake")
+        texture = bake_texture(positions, uv_faces_t, uvs_t, images, bake_views, result.light, config.texture_size)
+    finish("bake", "export")
     # 6. export
     texture_u8 = (texture * 255.0).round().byte().cpu().numpy()
     files = write_mesh(out_path, textured_trimesh(positions.cpu().numpy(), uv_faces, uvs, texture_u8))
@@ -139,6 +166,6 @@ def reconstruct_mesh(frames_dir_or_array, cameras, out_path, iters: int | None =
     Image.fromarray(sheet).save(buffer, format="PNG")
     write_bytes_atomic(sheet_path, buffer.getvalue())
     files.append(sheet_path)
-    finish("export")
+    finish("export", None)
     return MeshResult(positions.cpu().numpy(), uv_faces, uvs, texture_u8, files, renders.cpu(), work.rgb.cpu(),
                       seconds, result.losses)

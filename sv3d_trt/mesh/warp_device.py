@@ -5,6 +5,11 @@ Warp is the kernel language of the mesh stage (see `sv3d_trt.mesh.raster` for wh
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+from contextlib import contextmanager
+
 import torch
 import warp as wp
 
@@ -12,15 +17,54 @@ from ..errors import BackendUnavailableError
 
 # Libraries do not print: Warp's start-up banner and per-module compile lines go quiet.
 wp.config.log_level = wp.LOG_WARNING
+# The driver libraries Warp's native loader tries (warp/native/cuda_util.cpp, init_cuda_driver).
+_CUDA_DRIVERS = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so", "libcuda.so.1")
 _started = False
+
+
+def cuda_driver_present() -> bool:
+    """Whether the NVIDIA driver library loads, the way Warp's own loader would find it."""
+    for name in _CUDA_DRIVERS:
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+@contextmanager
+def _stderr_silenced():
+    """Point file descriptor 2 at the null device (native code prints there, below Python's sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _start() -> None:
+    """wp.init once. Without a driver, Warp's native start-up prints "Warp CUDA warning: Could not find or
+    load the NVIDIA CUDA driver" straight to fd 2 (no setting turns it off); that line says nothing to a
+    CPU user, so it is silenced exactly when it is the only thing Warp's CUDA probe can print."""
+    global _started
+    if _started:
+        return
+    if cuda_driver_present():
+        wp.init()
+    else:
+        with _stderr_silenced():
+            wp.init()
+    _started = True
 
 
 def warp_device(device: torch.device | str) -> str:
     """Start Warp once (quietly) and return the Warp name of a torch device."""
-    global _started
-    if not _started:
-        wp.init()
-        _started = True
+    _start()
     device = torch.device(device)
     if device.type == "cpu":
         return "cpu"

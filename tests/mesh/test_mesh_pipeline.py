@@ -64,7 +64,32 @@ def test_acceptance_geometry(shape):
     assert scores["volume_iou"] >= 0.85, scores
 
 
+# With --perturb default (exposure/white-balance drift, blur, noise, eroded silhouettes, cameras off by up to
+# 1.5 degrees and 2 % in radius) the issue asks for F-score@2% >= 0.8. Measured at 128 px, 100 steps (1 thread):
+# sphere 0.0097 / 0.944, box 0.0119 / 0.827.
+PERTURBED = {"sphere": (0.015, 0.8), "torus": (0.015, 0.8), "box": (0.015, 0.8)}
+
+
+@pytest.mark.parametrize("shape", sorted(PERTURBED))
+def test_acceptance_geometry_perturbed(shape):
+    max_chamfer, min_fscore = PERTURBED[shape]
+    scores = evaluate(procedural_shape(shape), resolution=ACCEPT_RESOLUTION, iters=ACCEPT_ITERS, samples=50_000,
+                      perturb="default")
+    assert scores["chamfer_l1"] <= max_chamfer, scores
+    assert scores["fscore_2"] >= min_fscore, scores
+
+
 def test_acceptance_textured_sphere_psnr():
     scores = evaluate(procedural_shape("textured_sphere"), resolution=ACCEPT_RESOLUTION, iters=ACCEPT_ITERS,
                       samples=20_000)
     assert scores["psnr"] >= 25.0, scores
+
+
+def test_acceptance_textured_sphere_perturbed_has_no_seams():
+    """Per-view gains and corrected cameras keep the views' exposure drift out of the texture: the baked
+    texture steps no more across the bake's view boundaries than within a view, and the re-render matches
+    the unperturbed ground truth. Measured without the per-view refinement: seam_step 1.64, psnr 23.0 dB."""
+    scores = evaluate(procedural_shape("textured_sphere"), resolution=ACCEPT_RESOLUTION, iters=ACCEPT_ITERS,
+                      samples=20_000, perturb="default")
+    assert scores["seam_step"] <= 1.2, scores
+    assert scores["psnr"] >= 24.0, scores

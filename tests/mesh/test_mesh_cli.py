@@ -1,0 +1,67 @@
+"""The mesh commands' surface: presets and defaults in --help, inputs checked before any progress, no stray
+Warp CUDA banner on a CPU machine, progress reports that an ETA can trust."""
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+from click.testing import CliRunner
+
+from sv3d_trt.cli import main
+from sv3d_trt.mesh import QUALITY, procedural_shape, reconstruct_mesh
+from sv3d_trt.mesh.cameras import orbit_cameras, sv3d_orbit
+from sv3d_trt.mesh.evaluate import render_ground_truth
+from sv3d_trt.mesh.schedule import step_cost
+
+
+def test_mesh_help_shows_presets_and_defaults():
+    result = CliRunner().invoke(main, ["mesh", "--help"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"[{'|'.join(QUALITY)}]" in text and "[default: default]" in text
+    assert "[default: cpu]" in text and "[default: (from --quality)" in text
+    assert "[default: (FRAMES_DIR/cameras.json)]" in text
+
+
+def test_missing_cameras_is_one_line_before_any_progress(tmp_path):
+    result = CliRunner().invoke(main, ["mesh", str(tmp_path), "--out", str(tmp_path / "m.glb")])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [f"error: cameras file {tmp_path / 'cameras.json'} not found"], result.output
+
+
+def test_bad_out_suffix_and_quality_fail_before_reading_frames(tmp_path):
+    (tmp_path / "cameras.json").write_text(json.dumps(orbit_cameras(*sv3d_orbit(), image_size=32)))
+    result = CliRunner().invoke(main, ["mesh", str(tmp_path), "--out", str(tmp_path / "m.ply")])
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.strip()] == [
+        "error: unsupported mesh format '.ply'; use one of ('.glb', '.obj')"], result.output
+    result = CliRunner().invoke(main, ["mesh", str(tmp_path), "--out", str(tmp_path / "m.glb"), "--quality", "best"])
+    assert result.exit_code == 2 and "'best' is not one of" in result.output
+
+
+def test_warp_starts_without_a_cuda_banner_on_cpu():
+    code = "from sv3d_trt.mesh.warp_device import warp_device; print(warp_device('cpu'))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "cpu", proc.stderr
+    assert "CUDA" not in proc.stderr and "Warp" not in proc.stderr, proc.stderr
+
+
+def test_progress_follows_the_stages_and_weights_fine_steps(tmp_path):
+    cameras = orbit_cameras(*sv3d_orbit(), image_size=64)
+    frames = render_ground_truth(procedural_shape("sphere"), cameras, 64).numpy()
+    reports = []
+    default = QUALITY["default"]
+    config = replace(default, resolution=64, texture_size=128,
+                     fit=replace(default.fit, iters=20, coarse_resolution=32, early_stop=None))
+    reconstruct_mesh(frames, cameras, tmp_path / "m.glb", config=config, progress=lambda *r: reports.append(r))
+    stages = list(dict.fromkeys(stage for stage, _, _ in reports))
+    assert stages == ["masks", "carve", "optimise", "uv", "bake", "export"]
+    optimise = [done for stage, done, total in reports if stage == "optimise"]
+    assert optimise == sorted(optimise) and optimise[0] == 0 and optimise[-1] == 20
+    # 12 of the 20 steps run at 32 px: after them the bar stands at their share of the cost, not at 12.
+    coarse, fine = 12 * step_cost(32), 8 * step_cost(64)
+    assert optimise[12] == round(20 * coarse / (coarse + fine)) < 12, optimise
+    assert all(total == 20 for stage, _, total in reports if stage == "optimise")
+    assert np.all([done <= total for _, done, total in reports])
