@@ -47,15 +47,16 @@ def unique_names(stems: list[str]) -> list[str]:
     return names
 
 
-def check_destination(dest: str | os.PathLike) -> Path:
-    """The absolute destination, or OutputError now (before any work) when it cannot be written."""
+def check_destination(dest: str | os.PathLike, markers: tuple[str, ...] = RESULT_MARKERS) -> Path:
+    """The absolute destination, or OutputError now (before any work) when it cannot be written.
+    An existing non-empty folder must hold one of `markers` (it is an earlier result)."""
     dest = Path(os.path.abspath(dest))  # normalises "..": the name is the folder's own
     if Path.cwd().resolve().is_relative_to(dest.resolve()):
         raise OutputError(f"{dest} is the current folder or one above it; give a new folder for the result")
     if dest.exists() and not dest.is_dir():
         raise OutputError(f"{dest} is a file, not a folder; give a folder for the result")
-    if dest.is_dir() and any(dest.iterdir()) and not any((dest / m).is_file() for m in RESULT_MARKERS):
-        raise OutputError(f"{dest} holds other files and no earlier result (no run.json or cameras.json); "
+    if dest.is_dir() and any(dest.iterdir()) and not any((dest / m).is_file() for m in markers):
+        raise OutputError(f"{dest} holds other files and no earlier result (no {' or '.join(markers)}); "
                           "give a new or empty folder, it is replaced whole")
     parent = dest.parent
     try:
@@ -114,11 +115,12 @@ def _publish(staging: Path, dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_folder(dest: str | os.PathLike) -> Iterator[Path]:
+def staged_folder(dest: str | os.PathLike, markers: tuple[str, ...] = RESULT_MARKERS) -> Iterator[Path]:
     """Check and lock `dest`, yield an empty staging folder beside it, and move that onto `dest`
     when the body succeeds. On any error or interrupt the staging folder is removed and `dest`
-    is left as it was. Raises OutputError before the body runs when `dest` cannot be written."""
-    dest = check_destination(dest)
+    is left as it was. Raises OutputError before the body runs when `dest` cannot be written
+    (markers: see check_destination; an engine folder's is manifest.json)."""
+    dest = check_destination(dest, markers)
     with _lock(dest):
         try:
             staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))

@@ -45,11 +45,13 @@ from pathlib import Path
 from .. import __version__
 from ..errors import StaleEngineError
 from ..fileio import write_json_atomic
+from .schema import check_export_info, check_manifest
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ENGINE_SUFFIX = ".engine"
 _HASH_CHUNK = 1 << 24
+MAX_RECORD_BYTES = 64 << 20  # manifest.json / export.json are a few kB; refuse to parse more
 
 
 class Precision(str, enum.Enum):
@@ -202,10 +204,12 @@ def _read_record(path: Path, missing: str, remedy: str) -> dict:
     when it is absent and `remedy` when it cannot be read."""
     if not path.is_file():
         raise StaleEngineError(f"{path} not found: {missing}")
+    if path.stat().st_size > MAX_RECORD_BYTES:
+        raise StaleEngineError(f"{path} is {path.stat().st_size} bytes, not a record sv3d-trt wrote; {remedy}")
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise StaleEngineError(f"{path} is unreadable ({e}); {remedy}") from e
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise StaleEngineError(f"{path} is unreadable ({type(e).__name__}: {str(e)[:200]}); {remedy}") from None
 
 
 def load_manifest(directory: str | os.PathLike) -> Manifest:
@@ -219,12 +223,12 @@ def load_manifest(directory: str | os.PathLike) -> Manifest:
                 f"build them with `sv3d-trt build --onnx <export dir> --out {directory}`",
         remedy="rebuild the engines",
     )
-    if data.get("format") != FORMAT_VERSION:
+    if isinstance(data, dict) and data.get("format") != FORMAT_VERSION:
         raise StaleEngineError(
             f"{path} has format {data.get('format')!r}, this sv3d-trt reads format {FORMAT_VERSION}; "
             "rebuild the engines with this version of sv3d-trt"
         )
-    return Manifest(data, directory)
+    return Manifest(check_manifest(data, path), directory)
 
 
 def external_data_files(onnx_path: Path) -> list[str]:
@@ -260,6 +264,20 @@ def _onnx_problems(what: str, source: dict, directory: Path) -> list[str]:
     return problems
 
 
+def _export_problems(manifest: Manifest, sources: Path) -> list[str]:
+    """The export beside the sources must be the one the engines were built from: the same
+    config, variant and precision, and an engine for every graph it lists."""
+    try:
+        info = read_export_info(sources)
+    except StaleEngineError as e:
+        return [str(e)]
+    built = manifest.data.get("export", {})
+    problems = [f"built from a {built[k]} export, but {sources} holds a {info[k]} one ({k})"
+                for k in ("config", "variant", "precision") if k in built and built[k] != info[k]]
+    return problems + [f"{g}: the export has this graph, the manifest no engine for it"
+                       for g in info.get("graphs", {}) if g not in manifest.engines]
+
+
 def verify_engines(directory: str | os.PathLike, onnx_dir: str | os.PathLike | None = None) -> Manifest:
     """Re-hash every engine (and its quantized ONNX) against the manifest, and the source ONNX
     graphs too when their directory exists (`onnx_dir`, else the one recorded at build time).
@@ -278,6 +296,7 @@ def verify_engines(directory: str | os.PathLike, onnx_dir: str | os.PathLike | N
             problems += [f"{graph}: {p}" for p in _onnx_problems("quantized graph", entry["built_from"], manifest.directory)]
     sources = Path(onnx_dir) if onnx_dir is not None else Path(manifest.data.get("onnx_dir", ""))
     if onnx_dir is not None or (manifest.data.get("onnx_dir") and sources.is_dir()):
+        problems += _export_problems(manifest, sources)
         for graph, entry in manifest.engines.items():
             problems += [f"{graph}: {p}" for p in _onnx_problems("source", entry["source"], sources)]
     if problems:
@@ -328,20 +347,29 @@ def write_export_info(directory: str | Path, info: dict) -> None:
 
 def read_export_info(directory: str | Path, require_graphs: tuple[str, ...] = ()) -> dict:
     """export.json of an export directory; StaleEngineError naming the export command when it is
-    absent, unreadable, does not record the export precision, or lists none of `require_graphs`
-    (a runtime that runs all of them passes GRAPH_NAMES)."""
+    absent, unreadable or malformed (contract/schema.py), or lists none of `require_graphs` (a
+    runtime that runs all of them passes GRAPH_NAMES). The required graphs' files are re-hashed
+    against the export's record, as `verify --onnx` re-hashes them against a manifest: a
+    changed graph is refused, not run."""
     path = Path(directory) / EXPORT_INFO
-    info = _read_record(
+    info = check_export_info(_read_record(
         path,
         missing=f"{directory} is not an export directory; "
                 f"create one with `sv3d-trt export --checkpoint CKPT --out {directory}`",
         remedy="re-run `sv3d-trt export`",
-    )
-    if "precision" not in info:
-        raise StaleEngineError(f"{path} does not record the export precision; re-run `sv3d-trt export`")
-    missing = [g for g in require_graphs if g not in info.get("graphs", {})]
+    ), path)
+    graphs = info.get("graphs", {})
+    missing = [g for g in require_graphs if g not in graphs]
     if missing:
         raise StaleEngineError(f"{path} lists no {', '.join(missing)} graph; re-run `sv3d-trt export` for all graphs")
+    unhashed = [g for g in require_graphs if "source" not in graphs[g]]
+    if unhashed:
+        raise StaleEngineError(f"{path} records no sha256 for {', '.join(unhashed)} (an export from an older "
+                               "sv3d-trt); re-run `sv3d-trt export`")
+    problems = [f"{g}: {p}" for g in require_graphs for p in _onnx_problems("graph", graphs[g]["source"], Path(directory))]
+    if problems:
+        raise StaleEngineError(f"{directory} does not match its export.json:\n  - " + "\n  - ".join(problems)
+                               + "\nre-run `sv3d-trt export`")
     return info
 
 

@@ -129,14 +129,18 @@ def logger_class(trt: ModuleType):
         def __init__(self):
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
+            self.interrupted = False  # Ctrl-C landed in this callback: the caller re-raises it
 
         def log(self, severity, msg):
-            if severity <= trt.ILogger.Severity.ERROR:
-                self.errors.append(msg.strip())
-                log.error("%s", msg)
-            elif severity == trt.ILogger.Severity.WARNING:
-                log.warning("%s", msg)
-            else:
-                log.debug("%s", msg)
+            try:
+                if severity <= trt.ILogger.Severity.ERROR:
+                    self.errors.append(msg.strip())
+                    log.error("%s", msg)
+                elif severity == trt.ILogger.Severity.WARNING:
+                    log.warning("%s", msg)
+                else:
+                    log.debug("%s", msg)
+            except KeyboardInterrupt:  # raised here it would die in TensorRT's C++ caller
+                self.interrupted = True
 
     return CollectingLogger

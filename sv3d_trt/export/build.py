@@ -13,8 +13,12 @@ builder flag (tensorrt.md).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +40,7 @@ from ..contract.manifest import (
 from ..contract.tensorrt import backend_of, ensure_parser_library, import_tensorrt, logger_class
 from ..errors import BackendUnavailableError, StaleEngineError
 from ..fileio import atomic_path, write_bytes_atomic
+from ..output_folder import staged_folder
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +55,59 @@ _DTYPE_NAMES = {
 }
 
 
+class Cancellation:
+    """One Ctrl-C cancels a build promptly. TensorRT builds in C++ and calls back into Python
+    for log lines and progress, and a KeyboardInterrupt raised inside such a callback is
+    swallowed there (the build went on and exited 0). So while building, SIGINT only sets
+    `requested`; the progress monitor's step_complete then returns False, which makes TensorRT
+    cancel, and `check` raises KeyboardInterrupt in plain Python once TensorRT has returned."""
+
+    def __init__(self):
+        self.requested = False
+
+    @contextlib.contextmanager
+    def on_sigint(self):
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self._sigint)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _sigint(self, signum, frame) -> None:
+        self.requested = True
+
+    def check(self, logger=None) -> None:
+        """KeyboardInterrupt if Ctrl-C was pressed (or landed in the TensorRT logger's callback)."""
+        if self.requested or getattr(logger, "interrupted", False):
+            raise KeyboardInterrupt
+
+
 @functools.cache
 def _progress_class(trt: ModuleType):
     class ProgressMonitor(trt.IProgressMonitor):
         """Feeds TensorRT's build phases into a `rich.progress.Progress` (one task per phase,
-        nested phases indented). Callbacks must not raise: TensorRT calls them from C++."""
+        nested phases indented; progress None: cancellation only) and cancels the build once
+        Ctrl-C was pressed. Callbacks must not raise: TensorRT calls them from C++."""
 
-        def __init__(self, progress):
+        def __init__(self, progress, cancel: Cancellation):
             trt.IProgressMonitor.__init__(self)
             self._progress = progress
+            self._cancel = cancel
             self._tasks: dict[str, tuple[int, int]] = {}  # phase -> (task id, depth)
 
         def phase_start(self, phase_name, parent_phase, num_steps):
-            depth = self._tasks[parent_phase][1] + 1 if parent_phase in self._tasks else 0
-            task = self._progress.add_task("  " * depth + phase_name, total=num_steps)
-            self._tasks[phase_name] = (task, depth)
+            if self._progress is not None:
+                depth = self._tasks[parent_phase][1] + 1 if parent_phase in self._tasks else 0
+                task = self._progress.add_task("  " * depth + phase_name, total=num_steps)
+                self._tasks[phase_name] = (task, depth)
 
         def step_complete(self, phase_name, step):
             if phase_name in self._tasks:
                 self._progress.update(self._tasks[phase_name][0], completed=step + 1)
-            return True  # False would cancel the build
+            return not self._cancel.requested  # False cancels the build
 
         def phase_finish(self, phase_name):
             if phase_name in self._tasks:
@@ -99,10 +137,12 @@ def local_compute_capability() -> tuple[int, int] | None:
 class EngineBuilder:
     """Full TensorRT: builds for the GPU of this machine and reuses a timing cache file."""
 
-    def __init__(self, trt: ModuleType, progress=None, timing_cache: Path | None = None):
+    def __init__(self, trt: ModuleType, progress=None, timing_cache: Path | None = None,
+                 cancel: Cancellation | None = None):
         self.trt = trt
         self.progress = progress
         self.timing_cache = timing_cache
+        self.cancel = cancel or Cancellation()
         self.logger = logger_class(trt)()
         self.builder = trt.Builder(self.logger)
 
@@ -151,8 +191,7 @@ class EngineBuilder:
 
     def create_config(self):
         config = self.builder.create_builder_config()
-        if self.progress is not None:
-            config.progress_monitor = _progress_class(self.trt)(self.progress)
+        config.progress_monitor = _progress_class(self.trt)(self.progress, self.cancel)
         if self.timing_cache is not None:
             data = self.timing_cache.read_bytes() if self.timing_cache.is_file() else b""
             # ignore_mismatch=False: a cache from another GPU or version is dropped, not trusted.
@@ -161,6 +200,7 @@ class EngineBuilder:
 
     def serialize(self, network, config) -> memoryview:
         plan = self.builder.build_serialized_network(network, config)
+        self.cancel.check(self.logger)  # a cancelled build returns None: that is no build error
         if plan is None:
             raise self._fail("TensorRT could not build the engine")
         if self.timing_cache is not None:
@@ -187,8 +227,9 @@ class RTXEngineBuilder(EngineBuilder):
     # No target set builds a portable engine; measured on TensorRT-RTX 1.7.1 it loads on these.
     PORTABLE = ["sm80", "sm86", "sm89", "sm120", "sm121"]
 
-    def __init__(self, trt: ModuleType, targets: list[str] | None = None, progress=None):
-        super().__init__(trt, progress=progress, timing_cache=None)
+    def __init__(self, trt: ModuleType, targets: list[str] | None = None, progress=None,
+                 cancel: Cancellation | None = None):
+        super().__init__(trt, progress=progress, timing_cache=None, cancel=cancel)
         self._targets = [arch_name(t) for t in targets] if targets else []
         known = self.known_targets()
         for arch in self._targets:
@@ -215,11 +256,12 @@ class RTXEngineBuilder(EngineBuilder):
         return config
 
 
-def make_builder(trt: ModuleType, targets: list[str] | None, out_dir: Path, progress=None) -> EngineBuilder:
+def make_builder(trt: ModuleType, targets: list[str] | None, out_dir: Path, progress=None,
+                 cancel: Cancellation | None = None) -> EngineBuilder:
     """The builder for this TensorRT flavour: RTX for chosen targets, full TensorRT for this GPU."""
     if backend_of(trt) == "tensorrt-rtx":
-        return RTXEngineBuilder(trt, targets=targets, progress=progress)
-    builder = EngineBuilder(trt, progress=progress, timing_cache=out_dir / TIMING_CACHE)
+        return RTXEngineBuilder(trt, targets=targets, progress=progress, cancel=cancel)
+    builder = EngineBuilder(trt, progress=progress, timing_cache=out_dir / TIMING_CACHE, cancel=cancel)
     if targets and [arch_name(t) for t in targets] != builder.targets:
         raise BackendUnavailableError(
             f"full TensorRT builds for this machine's GPU ({builder.targets[0]}), not for "
@@ -282,14 +324,18 @@ def build_engines(
     GPU (full TensorRT). progress: a `rich.progress.Progress` to show TensorRT's phases in.
     error_samples: held-out calibration samples on which the quantized step graph is compared
     with the exported one through onnxruntime (0 skips the check).
+
+    Everything is built into a staging folder beside `out_dir` that replaces it only when
+    complete (output_folder.staged_folder): a failed or interrupted rebuild leaves the previous
+    engines and manifest usable. One Ctrl-C cancels the build (`Cancellation`).
     """
     onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
     trt = import_tensorrt(backend)
     export_info = read_export_info(onnx_dir)
     export_precision = Precision(export_info["precision"])
     precision = Precision(precision) if precision is not None else export_precision
-    out_dir.mkdir(parents=True, exist_ok=True)
-    builder = make_builder(trt, targets, out_dir, progress)
+    cancel = Cancellation()
+    builder = make_builder(trt, targets, out_dir, progress, cancel)
     _check_precision(export_precision, precision, builder, onnx_dir)
     graphs = graphs_to_build(onnx_dir, export_info)
     if precision.quantized and QUANTIZED_GRAPH not in graphs:
@@ -305,30 +351,39 @@ def build_engines(
         # The parser turns plugin nodes into this creator's plugins, which carry one cubin per target.
         register_temporal_attention_plugin(trt, archs=[int(a[2:]) for a in builder.targets] if targets else None)
 
-    # A half-rebuilt directory must not pass as the old, complete one.
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    engines = {}
-    for graph in graphs:
-        source = onnx_dir / f"{graph}.onnx"
-        entry = {"file": f"{graph}{ENGINE_SUFFIX}", "precision": export_precision.value, "source": source_entry(source)}
-        built_from = source
-        if precision.quantized and graph == QUANTIZED_GRAPH:
-            from .quantize import quantize_step_graph
+    with staged_folder(out_dir, markers=(MANIFEST_NAME,)) as staging, cancel.on_sigint():
+        if builder.timing_cache is not None:  # full TensorRT: carry the cache into the new folder
+            if builder.timing_cache.is_file():
+                shutil.copy2(builder.timing_cache, staging / TIMING_CACHE)
+            builder.timing_cache = staging / TIMING_CACHE
+        engines = {graph: _build_graph(builder, graph, onnx_dir, staging, export_precision, precision, error_samples)
+                   for graph in graphs}
+        data = new_manifest_data(
+            backend=builder.backend, builder_version=trt.__version__, targets=builder.targets,
+            precision=precision, onnx_dir=onnx_dir, export_info=export_info, engines=engines,
+        )
+        write_manifest(staging, data)
+    return Manifest(data, out_dir)
 
-            built_from = out_dir / f"{graph}.{precision.value}.onnx"
-            entry["quantization"] = quantize_step_graph(source, built_from, precision, error_samples=error_samples)
-            entry["built_from"] = source_entry(built_from)
-            entry["precision"] = precision.value
-        log.info("building %s from %s for %s", graph, built_from.name, ", ".join(builder.targets))
-        start = time.perf_counter()
-        plan, io = builder.build(built_from)
-        entry["build_seconds"] = round(time.perf_counter() - start, 3)
-        save_engine(plan, out_dir / entry["file"])
-        entry.update(io, sha256=sha256_file(out_dir / entry["file"]), bytes=plan.nbytes)
-        engines[graph] = entry
 
-    data = new_manifest_data(
-        backend=builder.backend, builder_version=trt.__version__, targets=builder.targets,
-        precision=precision, onnx_dir=onnx_dir, export_info=export_info, engines=engines,
-    )
-    return write_manifest(out_dir, data)
+def _build_graph(builder: EngineBuilder, graph: str, onnx_dir: Path, staging: Path, export_precision: Precision,
+                 precision: Precision, error_samples: int) -> dict:
+    """Build one graph into `staging`; returns its manifest entry."""
+    builder.cancel.check()
+    source = onnx_dir / f"{graph}.onnx"
+    entry = {"file": f"{graph}{ENGINE_SUFFIX}", "precision": export_precision.value, "source": source_entry(source)}
+    built_from = source
+    if precision.quantized and graph == QUANTIZED_GRAPH:
+        from .quantize import quantize_step_graph
+
+        built_from = staging / f"{graph}.{precision.value}.onnx"
+        entry["quantization"] = quantize_step_graph(source, built_from, precision, error_samples=error_samples)
+        entry["built_from"] = source_entry(built_from)
+        entry["precision"] = precision.value
+    log.info("building %s from %s for %s", graph, built_from.name, ", ".join(builder.targets))
+    start = time.perf_counter()
+    plan, io = builder.build(built_from)
+    entry["build_seconds"] = round(time.perf_counter() - start, 3)
+    save_engine(plan, staging / entry["file"])
+    entry.update(io, sha256=sha256_file(staging / entry["file"]), bytes=plan.nbytes)
+    return entry

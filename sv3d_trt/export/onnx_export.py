@@ -40,7 +40,7 @@ import torch
 from .. import __version__
 from ..errors import CheckpointError
 from ..contract.graphs import GRAPH_NAMES, GraphIO
-from ..contract.manifest import EXPORT_INFO, sha256_file, write_export_info
+from ..contract.manifest import EXPORT_INFO, sha256_file, source_entry, write_export_info
 from ..models.checkpoint import inspect_checkpoint, load_checkpoint
 from ..models.fold import attn2_names, fold_flops_removed
 from .graphs import build_graph, graph_io, sample_inputs
@@ -178,6 +178,7 @@ def export_graph(module: torch.nn.Module, io: GraphIO, out_dir: str | os.PathLik
         }
         del saved
         entry["external_data"] = _move_into_place(scratch, out_dir, io.name)
+    entry["source"] = source_entry(out_dir / entry["file"])  # the hashes `run --onnx` re-checks
     entry["weight_bytes"] = weight_bytes
     entry["export_seconds"] = round(time.perf_counter() - t0, 2)
     return entry

@@ -3,7 +3,12 @@ refusals, the progress monitor and the atomic engine write."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import onnx
 import pytest
@@ -14,7 +19,7 @@ from sv3d_trt.errors import BackendUnavailableError, StaleEngineError
 from sv3d_trt.export import build
 from sv3d_trt.export.build import RTXEngineBuilder, build_engines, save_engine
 from sv3d_trt.contract.manifest import MANIFEST_NAME, load_manifest, verify_engines
-from sv3d_trt.contract.tensorrt import import_tensorrt
+from sv3d_trt.contract.tensorrt import import_tensorrt, logger_class
 
 
 def test_fp16_engines_and_manifest(built_fp16, export_fp16):
@@ -130,10 +135,12 @@ def test_interrupted_write_leaves_no_half_engine(built_fp16, tmp_path, monkeypat
     assert sorted(p.name for p in engines.iterdir()) == ["clip.engine", "denoise_step.engine", MANIFEST_NAME]
 
 
-def test_interrupted_rebuild_leaves_no_manifest(rtx, export_fp16, built_fp16, tmp_path, monkeypatch):
-    """A rebuild that dies midway must not leave the old manifest vouching for the directory."""
+def test_interrupted_rebuild_keeps_the_previous_engines_usable(rtx, export_fp16, built_fp16, tmp_path, monkeypatch):
+    """A rebuild is staged beside the folder: one that dies midway leaves the old engines and
+    their manifest in place, still verifying, and no staging folder behind."""
     engines = tmp_path / "engines"
     shutil.copytree(built_fp16, engines)
+    before = {p.name: p.read_bytes() for p in engines.iterdir()}
 
     def crash(f, plan):
         raise KeyboardInterrupt
@@ -141,9 +148,70 @@ def test_interrupted_rebuild_leaves_no_manifest(rtx, export_fp16, built_fp16, tm
     monkeypatch.setattr(build, "_write_chunks", crash)
     with pytest.raises(KeyboardInterrupt):
         build_engines(export_fp16, engines, backend=rtx, targets=["sm89"])
-    with pytest.raises(StaleEngineError, match="manifest.json not found"):
-        load_manifest(engines)
-    assert not [p for p in engines.iterdir() if p.name.startswith(".")]
+    assert {p.name: p.read_bytes() for p in engines.iterdir()} == before
+    assert set(verify_engines(engines).engines) == {"clip", "denoise_step"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engines"]
+
+
+_SLOW_BUILD = """
+import sys, time
+from sv3d_trt.cli import main
+from sv3d_trt.contract.tensorrt import import_tensorrt
+from sv3d_trt.export import build
+
+Monitor = build._progress_class(import_tensorrt("tensorrt-rtx"))
+start, step = Monitor.phase_start, Monitor.step_complete
+
+def phase_start(self, *args):
+    print("BUILDING", flush=True)  # the progress has started: the parent presses Ctrl-C now
+    return start(self, *args)
+
+def slow_step(self, *args):
+    time.sleep(0.05)  # a tiny graph builds in a blink; a real one takes minutes
+    return step(self, *args)
+
+Monitor.phase_start, Monitor.step_complete = phase_start, slow_step
+main(sys.argv[1:])
+"""
+
+
+def test_one_ctrl_c_cancels_a_build_promptly(rtx, export_fp16, built_fp16, tmp_path):
+    """SIGINT to a real `sv3d-trt build` child once TensorRT reports progress: it stops within
+    seconds with a non-zero exit, and the folder it was rebuilding still verifies."""
+    engines = tmp_path / "engines"
+    shutil.copytree(built_fp16, engines)
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, "build", "--onnx", str(export_fp16), "--out",
+                              str(engines), "--backend", rtx, "--target", "sm89"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert child.stdout.readline().strip() == "BUILDING"
+        child.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        output = child.communicate(timeout=60)[0]
+        stopped_after = time.monotonic() - start
+    finally:
+        child.kill()
+    assert child.returncode not in (0, None), output
+    assert stopped_after < 10, f"took {stopped_after:.1f} s to stop"
+    assert "Traceback" not in output
+    assert set(verify_engines(engines).engines) == {"clip", "denoise_step"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engines"]
+
+
+def test_ctrl_c_inside_the_logger_callback_is_kept(rtx, monkeypatch):
+    """A KeyboardInterrupt raised while TensorRT's logger callback runs cannot propagate through
+    TensorRT's C++ caller; the logger keeps it and the build re-raises it once TensorRT returns."""
+    trt = import_tensorrt(rtx)
+    logger = logger_class(trt)()
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(logging.getLogger("sv3d_trt.tensorrt"), "warning", interrupt)
+    logger.log(trt.ILogger.Severity.WARNING, "a warning while Ctrl-C is pressed")  # does not raise
+    assert logger.interrupted
+    with pytest.raises(KeyboardInterrupt):
+        build.Cancellation().check(logger)
 
 
 def test_cli_build_and_verify(rtx, export_fp16, tmp_path):

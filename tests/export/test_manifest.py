@@ -6,7 +6,9 @@ import json
 import shutil
 
 import pytest
+from click.testing import CliRunner
 
+from sv3d_trt.cli import main
 from sv3d_trt.errors import StaleEngineError
 from sv3d_trt.contract.manifest import (
     MANIFEST_NAME,
@@ -136,3 +138,51 @@ def test_precision_support_table():
     assert unsupported_precision_message(Precision.FP16, ["sm75", "sm121"], ["sm75"]) is None
     message = unsupported_precision_message(Precision.FP8, ["sm80", "sm89"], ["sm75", "sm80", "sm89", "sm120"])
     assert message == "precision fp8 is not supported on sm80; it needs compute capability >= 8.9 (supported targets here: sm89, sm120)"
+
+
+# ---- verify never says ok for what the runtime could not run ------------------------------------
+
+
+def _edit_export(onnx_dir, **changes):
+    info = json.loads((onnx_dir / "export.json").read_text())
+    info.update(changes)
+    (onnx_dir / "export.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"variant": "sv3d_u"}, r"built from a sv3d_p export, but .* holds a sv3d_u one \(variant\)"),
+    ({"config": "full"}, r"built from a tiny export, but .* holds a full one \(config\)"),
+    ({"graphs": {"vae_decoder": {"file": "vae_decoder.onnx"}}},
+     r"vae_decoder: the export has this graph, the manifest no engine for it"),
+    ({"precision": 16}, r"export.json is malformed: 'precision' must be a string"),
+])
+def test_verify_refuses_engines_of_another_export(engines, change, message):
+    out, onnx_dir = engines
+    _edit_export(onnx_dir, **change)
+    with pytest.raises(StaleEngineError, match=message):
+        verify_engines(out)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"engines": {}}, "'engines' is empty"),
+    ({"targets": "sm89"}, "'targets' must be a list"),
+    ({"targets": ["sm89", "ampere"]}, "'targets' must list GPU architectures"),
+    ({"export__variant": "sv3d_q"}, "'variant' is 'sv3d_q'"),
+])
+def test_verify_refuses_malformed_manifests(engines, changes, message):
+    out, _ = engines
+    with pytest.raises(StaleEngineError, match=message):
+        _edit_manifest(out, **changes)
+    r = CliRunner().invoke(main, ["verify", str(out)])
+    assert r.exit_code == 1 and r.output.startswith("error: ") and "ok:" not in r.output and message.split("'")[1] in r.output
+
+
+def test_engine_file_outside_the_folder_is_refused(engines, tmp_path):
+    out, _ = engines
+    data = json.loads((out / MANIFEST_NAME).read_text())
+    outside = tmp_path / "elsewhere.engine"
+    shutil.copy(out / data["engines"]["clip"]["file"], outside)
+    data["engines"]["clip"]["file"] = str(outside)  # same bytes, same sha256: only the path is wrong
+    (out / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(StaleEngineError, match="must name a file inside"):
+        verify_engines(out)
