@@ -139,6 +139,7 @@ def memory_scope(cuda: bool):
         record.update(monitor.stop())
         if cuda:
             record["gpu_peak_above_start_bytes"] = torch.cuda.max_memory_allocated() - start
+            record["gpu_held_above_start_bytes"] = torch.cuda.memory_allocated() - start  # still held at the end
     finally:
         monitor.close()
 
