@@ -288,6 +288,7 @@ def mesh_command(frames_dir, cameras_path, out, quality, iters, resolution, devi
                                   device=device, progress=progress.report, config=quality_config(quality))
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     click.echo(f"wrote {', '.join(str(p) for p in result.files)} ({len(result.faces)} faces; {stages})")
+    _write_viewer(Path(out).parent)  # the folder's viewer, now with the mesh
 
 
 @main.command("mesh-eval")
@@ -365,16 +366,18 @@ def _backend_list(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Bar plot PNG.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
               help="The table as Markdown (for bench/RESULTS.md).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="One self-contained HTML report: table, per-stage bars with the FLOP floor, machine.")
 @_friendly
 def bench(checkpoint, config_name, variant, backends, onnx_dir, engines_dir, steps, warmup, iters, loop_iters,
-          decode_chunks, device, dtype, mesh, mesh_iters, json_path, plot_path, markdown_path):
+          decode_chunks, device, dtype, mesh, mesh_iters, json_path, plot_path, markdown_path, html_path):
     """Time every stage of every backend in one process, against the measured FLOP peak."""
     import tempfile
 
     from rich.console import Console
 
     from .bench import (BenchSpec, default_dtype, mesh_line, not_run_lines, render_table, run_bench, to_json,
-                        to_markdown, write_json, write_plot)
+                        to_markdown, write_html, write_json, write_plot)
     from .fileio import write_bytes_atomic
     from .models.checkpoint import make_checkpoint
 
@@ -401,6 +404,31 @@ def bench(checkpoint, config_name, variant, backends, onnx_dir, engines_dir, ste
         write_plot(result, plot_path)
     if markdown_path:
         write_bytes_atomic(markdown_path, to_markdown(to_json(result)).encode())
+    if html_path:
+        write_html(result, html_path)
+
+
+# ---- viewer -------------------------------------------------------------------------------
+
+
+def _write_viewer(folder: Path) -> None:
+    """(Re)write folder/index.html and name it; a foreign index.html there is left alone."""
+    from .viewer import write_page
+
+    page = write_page(folder)
+    if page is not None:
+        click.echo(f"viewer: {page}")
+
+
+@main.command()
+@click.argument("result_dir", type=click.Path(exists=True, file_okay=False))
+@_friendly
+def view(result_dir):
+    """Refresh RESULT_DIR/index.html (orbit, cameras, mesh, run facts) and open it in a browser."""
+    from .viewer import view as view_page
+
+    page, opened = view_page(result_dir)
+    click.echo(f"{'opened' if opened else 'open in a browser'}: {page.resolve().as_uri()}")
 
 
 # ---- serve --------------------------------------------------------------------------------

@@ -43,3 +43,7 @@ class RequestError(SV3DError):
 
 class JobCancelled(SV3DError):
     """A served generation was cancelled; raised from its step callback between denoise steps."""
+
+
+class ViewerError(SV3DError):
+    """An output folder cannot be shown: nothing viewable in it, or an unreadable cameras.json / run.json."""

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from .fileio import atomic_path, write_json_atomic
+from .viewer import write_page
 
 
 def frame_filename(index: int) -> str:
@@ -56,11 +57,11 @@ def _save_gif(path: Path, frames: np.ndarray, fps: float) -> Path:
 
 def save_outputs(out_dir, frames_uint8: np.ndarray, cameras: dict, input_rgb: np.ndarray | None = None,
                  fps: float = 10) -> dict:
-    """Write frame_000.png..frame_NNN.png, orbit.mp4, orbit.gif, cameras.json and input.png.
+    """Write frame_000.png..frame_NNN.png, orbit.mp4, orbit.gif, cameras.json, input.png and index.html.
 
     frames_uint8: (T, H, W, 3) uint8. cameras: from cameras.cameras_json; each of its frames
     gains a "file" entry naming its PNG. fps 10 matches the reference's imageio default.
-    Returns {"frames": [paths], "mp4", "gif", "cameras", "input" (when input_rgb is given)}.
+    Returns {"frames": [paths], "mp4", "gif", "cameras", "input" (when input_rgb is given), "page"}.
     """
     frames = np.asarray(frames_uint8)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -80,4 +81,5 @@ def save_outputs(out_dir, frames_uint8: np.ndarray, cameras: dict, input_rgb: np
     paths["cameras"] = out_dir / "cameras.json"
     if input_rgb is not None:
         paths["input"] = _save_png(out_dir / "input.png", np.asarray(input_rgb, dtype=np.uint8))
+    paths["page"] = write_page(out_dir)  # index.html: the viewer (sv3d_trt/viewer)
     return paths

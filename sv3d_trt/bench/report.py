@@ -1,4 +1,5 @@
-"""The benchmark's three outputs: JSON (the record), a rich table (the terminal), a bar plot.
+"""The benchmark's outputs: JSON (the record), a rich table (the terminal), a bar plot, Markdown and
+a self-contained HTML page.
 
 Every stage figure is read against the floor: achieved TFLOP/s = the stage's reference FLOPs
 (flops.py) / its median time, as a fraction of the matmul peak measured on the same device in
@@ -23,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 
-from ..fileio import atomic_path, write_json_atomic
+from ..fileio import atomic_path, write_bytes_atomic, write_json_atomic
 from .flops import stage_flops_key
 from .harness import BackendResult, BenchResult
 from .timing import Stats
@@ -172,12 +173,24 @@ def not_run_lines(result: BenchResult) -> list[str]:
 
 def mesh_line(result: BenchResult) -> str | None:
     """The mesh stage on one line (it ran once, not per backend), or None if not asked."""
-    mesh = result.mesh
-    if mesh is None:
-        return None
+    return None if result.mesh is None else _mesh_text(result.mesh)
+
+
+def _mesh_text(mesh: dict) -> str:
     parts = ", ".join(f"{k} {format_seconds(v)}" for k, v in mesh["seconds"].items() if k != "total")
     return (f"mesh from {mesh['frames_from']} frames on {mesh['device']}: {format_seconds(mesh['seconds']['total'])} "
             f"({parts}; {mesh['faces']} faces)")
+
+
+def _figure_texts(fig: dict) -> list[str]:
+    """A saved stage figure as text: median, p10–p90, then FLOP rate (% of peak) and speed-up when known."""
+    texts = [format_seconds(fig["median_ms"] / 1e3),
+             f"{format_seconds(fig['p10_ms'] / 1e3)}–{format_seconds(fig['p90_ms'] / 1e3)}"]
+    if "achieved_tflops" in fig:
+        texts.append(f"{1e3 * fig['achieved_tflops']:.3g} GFLOP/s ({100 * fig['peak_fraction']:.0f} %)")
+    if "speedup_vs_torch_eager" in fig:
+        texts.append(f"{fig['speedup_vs_torch_eager']:.3g}x")
+    return texts
 
 
 def to_markdown(report: dict) -> str:
@@ -195,13 +208,8 @@ def to_markdown(report: dict) -> str:
             if fig is None:
                 cells.append("–")
                 continue
-            cell = (f"{format_seconds(fig['median_ms'] / 1e3)} [{format_seconds(fig['p10_ms'] / 1e3)}–"
-                    f"{format_seconds(fig['p90_ms'] / 1e3)}]")
-            if "achieved_tflops" in fig:
-                cell += f", {1e3 * fig['achieved_tflops']:.3g} GFLOP/s ({100 * fig['peak_fraction']:.0f} %)"
-            if "speedup_vs_torch_eager" in fig:
-                cell += f", {fig['speedup_vs_torch_eager']:.3g}x"
-            cells.append(cell)
+            median, spread, *rates = _figure_texts(fig)
+            cells.append(", ".join([f"{median} [{spread}]", *rates]))
         lines.append(f"| {stage} | {flops / 1e9:.4g} | " if flops else f"| {stage} | – | ")
         lines[-1] += " | ".join(cells) + " |"
     lines.append("| peak host RSS | | " + " | ".join(_bytes(_host_peak(b["memory"])) for b in ran) + " |")
@@ -245,3 +253,77 @@ def write_plot(result: BenchResult, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# HTML
+
+
+def _html_cell(fig: dict | None) -> str:
+    if fig is None:
+        return "–"
+    median, *rest = _figure_texts(fig)
+    return f"<b>{median}</b>" + "".join(f"<small>{text}</small>" for text in rest)
+
+
+def _machine_facts(report: dict) -> dict:
+    machine, peaks = report["machine"], report["peaks"]
+    gpu = machine.get("gpu") or {}
+    gpu_text = ", ".join(str(v) for v in (gpu.get("name"), gpu.get("memory_bytes") and _bytes(gpu["memory_bytes"]),
+                                          gpu.get("compute_capability") and f"sm {gpu['compute_capability']}",
+                                          gpu.get("driver") and f"driver {gpu['driver']}") if v)
+    return {"host": machine.get("hostname"), "os": machine.get("os"), "cpu": machine.get("cpu"),
+            "cpu cores": machine.get("cpu_count"), "torch threads": machine.get("torch_threads"), "gpu": gpu_text,
+            "matmul peak": f"{peaks['matmul_tflops']:.3g} TFLOP/s ({peaks['matmul_dtype']}, n={peaks['matmul_size']}, "
+                           f"{peaks.get('matmul_library', '')}, measured)",
+            "copy bandwidth": f"{peaks['copy_gbps']:.3g} GB/s (measured)", "python": machine.get("python"),
+            "versions": ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items())}
+
+
+def to_html(report: dict) -> str:
+    """A saved JSON report as one self-contained HTML page: machine, the side-by-side table,
+    per-stage bars per backend with the FLOP floor (reference FLOPs at the measured matmul
+    peak: no backend can go below it), TFLOP/s and memory. No script, no external file."""
+    from ..viewer.html import bar_chart, definitions, document, esc, table
+
+    s, peaks = report["settings"], report["peaks"]
+    ran = [b for b in report["backends"] if b["status"] == "ok"]
+    stages = _stage_order(b["stages"] for b in ran)
+    title = f"sv3d-trt bench: {s['config']} {s['variant']}, {s['steps']} steps, {s['device']} {s['dtype']}"
+    rows = []
+    for stage in stages:
+        flops = report["flops"].get(stage_flops_key(stage))
+        rows.append([esc(stage) + (f"<small>{flops / 1e9:.4g} GFLOP</small>" if flops else "")]
+                    + [_html_cell(b["stages"].get(stage)) for b in ran])
+    rows.append(["load"] + [format_seconds(b["load_seconds"]) for b in ran])
+    rows.append(["peak host RSS"] + [_bytes(_host_peak(b["memory"])) for b in ran])
+    if any("gpu_device_peak_used_bytes" in b["memory"] or "gpu_torch_peak_allocated_bytes" in b["memory"] for b in ran):
+        rows.append(["peak GPU (torch / device)"] + [f"{_bytes(b['memory'].get('gpu_torch_peak_allocated_bytes'))} / "
+                                                    f"{_bytes(b['memory'].get('gpu_device_peak_used_bytes'))}" for b in ran])
+    colour = {b["name"]: f"series-{i % 6}" for i, b in enumerate(ran)}
+    charts = []
+    for stage in stages:
+        flops = report["flops"].get(stage_flops_key(stage))
+        floor = flops / (peaks["matmul_tflops"] * 1e12) if flops else None  # seconds
+        bars = [(b["name"], b["stages"][stage]["median_ms"] / 1e3, colour[b["name"]]) for b in ran if stage in b["stages"]]
+        charts.append(f'<div class="stage"><h3>{esc(stage)}</h3>' + bar_chart(
+            bars, format_seconds, floor, floor and f"FLOP floor {format_seconds(floor)}") + "</div>")
+    memory = [(b["name"], _host_peak(b["memory"]), colour[b["name"]]) for b in ran if _host_peak(b["memory"])]
+    not_run = "".join(f"<li>{esc(b['name'])}: {esc(b['status'])}: {esc(b['reason'])}</li>"
+                      for b in report["backends"] if b["status"] != "ok")
+    mesh = report.get("mesh")
+    body = (f"<header><h1>{esc(title)}</h1><p class=\"dim\">{esc(report['created'])}, checkpoint "
+            f"{esc(s.get('checkpoint'))}, warm-up {s['warmup']}, {s['iters']} calls per stage</p></header>"
+            f'<section id="machine"><h2>Machine</h2>{definitions(_machine_facts(report))}</section>'
+            f'<section id="table"><h2>Per stage: median, p10–p90, FLOP rate (% of the measured peak), speed-up vs {REFERENCE}</h2>'
+            f"{table(['stage'] + [esc(b['name']) for b in ran], rows)}"
+            + (f"<h3>not run</h3><ul>{not_run}</ul>" if not_run else "") + "</section>"
+            f'<section id="bars"><h2>Median time per call; dashed: the FLOP floor at the measured peak</h2>'
+            f"{''.join(charts)}</section>"
+            f'<section id="memory"><h2>Peak host memory</h2>{bar_chart(memory, _bytes) if memory else ""}</section>'
+            + (f'<section id="mesh"><h2>Mesh</h2><p>{esc(_mesh_text(mesh))}</p></section>' if mesh else ""))
+    return document(title, body)
+
+
+def write_html(result: BenchResult, path: str | os.PathLike) -> None:
+    write_bytes_atomic(path, to_html(to_json(result)).encode("utf-8"))

@@ -24,6 +24,7 @@ from ..contract.manifest import sha256_file
 from ..errors import NumericsError, SV3DError
 from ..fileio import write_json_atomic
 from ..output_folder import staged_folder, unique_names
+from ..viewer import write_page
 from .pipeline import Pipeline, Result
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ class BatchRunner:
                 "versions": versions(),
                 "timings_s": outcome.timings,
             })
+            write_page(staging)  # again, now with run.json and the mesh
         outcome.ok = True
         return outcome
 

@@ -33,7 +33,7 @@ def test_run_two_images_from_an_export(tiny_onnx_dir, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["mug_rgba", "toy_rgb"]  # nothing partial left
     for name in ("mug_rgba", "toy_rgb"):
         files = _outputs(out / name)
-        assert set(FRAME_FILES) | {"orbit.mp4", "orbit.gif", "cameras.json", "input.png", "run.json"} == files
+        assert set(FRAME_FILES) | {"orbit.mp4", "orbit.gif", "cameras.json", "input.png", "run.json", "index.html"} == files
         info = json.loads((out / name / "run.json").read_text())
         assert info["settings"]["steps"] == 2 and info["settings"]["seed"] == 5
         assert info["backend"]["backend"] == "ort" and info["noise_source"]
