@@ -28,7 +28,7 @@ from bench.gpu.runner import Context, Part, run_parts  # noqa: E402
 PARTS = [
     Part("versions", 5, env_parts.versions, "python, torch, triton, numpy, CUDA, GPU, driver and package versions"),
     Part("peaks", 10, env_parts.peaks, "matmul peak (8192^3, fp16 and bf16) and copy bandwidth, this run"),
-    Part("pytest_gpu", 120, env_parts.pytest_gpu, "pytest -m gpu on the files holding GPU tests (capped by "
+    Part("pytest_gpu", 100, env_parts.pytest_gpu, "pytest -m gpu on the files holding GPU tests (capped by "
          "--pytest-timeout; TensorRT tests deselected without TensorRT)",
          enabled=lambda ctx: "--no-pytest" if ctx.options.no_pytest else None),
     Part("build", 20, unet_parts.build, "full UNet + VAE decoder, every tensor random, made on the device; FLOPs"),
@@ -43,6 +43,8 @@ PARTS = [
          "loop over --check-steps", needs=("fast_fp16",)),
     Part("decode", 20, unet_parts.decode, "VAE decode of all frames: reference fp32 chunks of 14, torch-fast "
          "fp16 chunked; peak memory", needs=("build",)),
+    Part("end_to_end", 30, unet_parts.end_to_end, "image -> 21 frames through Pipeline.generate on torch-fast "
+         "fp16 (random CLIP + VAE encoder added); peak memory", needs=("fast_fp16",)),
     Part("profile", 20, unet_parts.profile, "kernel time of one torch-fast fp16 step by performance.md category",
          needs=("fast_fp16",)),
     Part("kernels", 60, kernel_check.check_kernels, "Triton kernels at the UNet's shapes vs their references: "
@@ -54,7 +56,7 @@ PARTS = [
          enabled=env_parts.mesh_enabled),
 ]
 PART_NAMES = [p.name for p in PARTS]
-DEFAULT_BUDGET_S = 440
+DEFAULT_BUDGET_S = 450
 
 COMMAND = ("mkdir -p $OUT/gpu && set -o pipefail && PYTHONUNBUFFERED=1 python3 bench/gpu/check.py --out $OUT/gpu "
            "2>&1 | tee $OUT/gpu/log.txt")
@@ -133,7 +135,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="also time torch-compile (about 5 min)")
     p.add_argument("--no-pytest", action="store_true", help="skip the pytest -m gpu part")
-    p.add_argument("--pytest-timeout", type=int, default=120, help="seconds for the whole pytest run")
+    p.add_argument("--pytest-timeout", type=int, default=100, help="seconds for the whole pytest run")
     p.add_argument("--pytest-test-timeout", type=int, default=60, help="seconds per test (with pytest-timeout)")
     p.add_argument("--mesh-iters", type=int, default=100)
     args = p.parse_args(argv)

@@ -278,6 +278,35 @@ def decode(ctx: Context) -> PartResult:
     return PartResult(summary, {"frames": T, "tables": {"decode": rows}}, problems)
 
 
+def end_to_end(ctx: Context) -> PartResult:
+    """Image -> T uint8 frames through the public Pipeline on the torch-fast fp16 backend, with a
+    random CLIP and VAE encoder (full size, fp32, as TorchFastBackend.from_checkpoint loads them)."""
+    from sv3d_trt.preprocess import example_image_path
+    from sv3d_trt.runtime.pipeline import Pipeline
+
+    fast, opts, cfg = fast_fp16(ctx), ctx.options, ctx.config
+    weights = tensor_bytes(fast.unet) + tensor_bytes(fast.models.vae_decoder)
+    image, results = example_image_path("mug"), []
+
+    def generate(i: int) -> None:
+        results[:] = [pipe.generate(image, seed=opts.seed + i, steps=opts.steps, decode_chunk=cfg.num_frames)]
+
+    with memory_scope(ctx.cuda) as memory:
+        fast.models.clip = random_module("clip", cfg, ctx.device, opts.seed + 2)
+        fast.models.vae_encoder = random_module("vae_encoder", cfg, ctx.device, opts.seed + 3)
+        pipe = Pipeline(fast)
+        stats = measure(generate, clock_for(fast), 0, opts.loop_iters)  # every stage is warm but the encoders
+    frames, stages = results[0].frames, results[0].timings
+    own = own_peak(memory, weights)
+    data = {"steps": opts.steps, "decode_chunk": cfg.num_frames, "timing": stats.to_json(), "stage_seconds": stages,
+            "frames_shape": list(frames.shape), "memory": memory, "own_peak_bytes": own}
+    summary = (f"image -> {len(frames)} frames {stats.median:.2f} s ({opts.steps} steps; "
+               + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()) + f"), peak {gb(own)}")
+    expected = (cfg.num_frames, cfg.image_size, cfg.image_size, 3)
+    problems = [] if frames.shape == expected else [f"frames {frames.shape}, expected {expected}"]
+    return PartResult(summary, data, problems)
+
+
 def profile(ctx: Context) -> PartResult:
     """Kernel time of one torch-fast fp16 step by category (eager launches: the graph's kernels)."""
     fast, inputs = fast_fp16(ctx), ctx.state["inputs"]

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu" / "check.py"
 # Parts that must run on a CPU; compile needs --compile, mesh checks CUDA only.
 CPU_PARTS = ("versions", "peaks", "pytest_gpu", "build", "eager_step", "fast_fp16", "fast_bf16", "numerics", "loop",
-             "decode", "profile", "kernels")
+             "decode", "end_to_end", "profile", "kernels")
 
 
 def _run(*args: str, **env) -> subprocess.CompletedProcess:
