@@ -32,6 +32,12 @@ def _draw_(name: str, t: torch.Tensor, generator: torch.Generator) -> None:
     leaf = name.rsplit(".", 1)[-1]
     if leaf == "mix_factor":
         return
+    if "embedding" in leaf:  # CLIP's class and positional embeddings
+        t.mul_(0.1)
+        return
+    if leaf == "proj":  # CLIP's output projection, used as x @ proj: fan-in is dim 0
+        t.div_(math.sqrt(t.shape[0]))
+        return
     if t.dim() <= 1:
         if leaf == "weight":  # norm gains
             t.mul_(0.1).add_(1.0)

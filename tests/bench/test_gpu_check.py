@@ -20,6 +20,7 @@ from bench.gpu.env_parts import parse_junit, run_pytest
 from bench.gpu.fullsize import cast_copy, random_module, untouched_tensors
 from bench.gpu.report import JSON_NAME, MARKDOWN_NAME
 from bench.gpu.runner import Context, Part, PartResult, run_parts
+from sv3d_trt.models.checkpoint import PREFIXES, random_tensor
 from sv3d_trt.models.config import get_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,6 +212,11 @@ def test_random_module_draws_every_tensor():
     assert gains and all(abs(float(t.mean()) - 1) < 0.1 for t in gains)  # norm gains around 1
     weight = state["input_blocks.1.0.in_layers.2.weight"]  # a 3x3 conv: fan-in scaled
     assert math.isclose(float(weight.std()) * math.sqrt(weight[0].numel()), 1.0, rel_tol=0.1)
+    for component, module in (("unet", unet), ("clip", random_module("clip", cfg, "cpu", seed=4))):
+        for key, t in module.state_dict().items():  # the scales of the checkpoint maker's random_tensor
+            if t.numel() >= 1024:
+                ref = random_tensor(PREFIXES[component] + key, tuple(t.shape), seed=0)
+                assert math.isclose(float(t.std()), float(ref.std()), rel_tol=0.15), key
     half = cast_copy(unet, "unet", cfg, "fp16")
     assert all(t.dtype == torch.float16 for t in half.state_dict().values())
     torch.testing.assert_close(half.state_dict()["out.2.weight"], state["out.2.weight"].half())
