@@ -8,7 +8,7 @@ same fp32 preconditioning, guidance and Euler update, so their latents stay bit-
 no latent is sent; the result equals the single batch-2T step (tests/serve/test_cfg_parallel.py).
 
 Rank 0 is the pipeline's backend; rank 1 runs `follow()`. Per generation rank 0 broadcasts the
-prepare inputs, the noise and the sigmas (one pickled message); per step a 3-number control
+prepare inputs, x0 and the sigmas (one pickled message); per step a 3-number control
 tensor (go / stop, sigma, sigma_next), so a cancel or an error on rank 0 stops rank 1 between
 steps. gloo on CPU, NCCL on CUDA.
 """
@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from ..runtime.backend import Conditioning
 from ..runtime.torch_eager import StepState, TorchEagerBackend
-from ..sampler import cfg_combine, denoised_from_output, euler_step, initial_noise_scale, precondition
+from ..sampler import denoised_from_output, guided_euler_step, precondition
 
 WORLD_SIZE = 2
 GO, STOP = 1.0, 0.0
@@ -52,10 +52,10 @@ class CfgParallelBackend(TorchEagerBackend):
         self._inputs = (cond.clip_embedding, cond.concat_latent, vector, cfg_scales)  # for rank 1
         return super().prepare(cond, vector, cfg_scales)
 
-    def denoise(self, state, noise, sigmas, on_step=None) -> np.ndarray:
-        dist.broadcast_object_list([(self._inputs, noise, sigmas)], src=0)
+    def denoise(self, state, x0, sigmas, on_step=None) -> np.ndarray:
+        dist.broadcast_object_list([(self._inputs, x0, sigmas)], src=0)
         try:
-            return super().denoise(state, noise, sigmas, on_step=on_step)
+            return super().denoise(state, x0, sigmas, on_step=on_step)
         finally:  # also after a cancel or an error: rank 1 waits for the next generation
             self._control(STOP)
 
@@ -95,7 +95,7 @@ class CfgParallelBackend(TorchEagerBackend):
         dist.all_gather(halves, half)
         out = torch.cat(halves).float()  # (2T, 4, h, w): rows as in the single batch
         d_uncond, d_cond = denoised_from_output(torch.cat([x, x]), out, sigma_t).chunk(2)
-        return euler_step(x, cfg_combine(d_uncond, d_cond, state.cfg_scales), sigma, sigma_next)
+        return guided_euler_step(x, d_uncond, d_cond, sigma, sigma_next, state.cfg_scales)
 
     # ---- rank 1 -------------------------------------------------------------------------
 
@@ -108,9 +108,9 @@ class CfgParallelBackend(TorchEagerBackend):
             if message[0] is None:
                 dist.destroy_process_group()
                 return
-            (clip, latent, vector, scales), noise, sigmas = message[0]
+            (clip, latent, vector, scales), x0, sigmas = message[0]
             state = super().prepare(Conditioning(clip, latent, input_rgb=None), vector, scales)
-            x = self.to_native(noise * np.float32(initial_noise_scale(float(sigmas[0]))))
+            x = self.to_native(x0)
             while True:
                 flag, sigma, sigma_next = self._control(STOP)
                 if flag == STOP:

@@ -28,7 +28,7 @@ class ServeConfig:
     results_dir: str | None = None  # the ingress's results store (None: a temporary folder)
     retention: int = 100  # finished jobs kept (oldest results are deleted first)
     retention_s: float = 24 * 3600.0  # and none older than this
-    warmup_steps: int = 2  # a real generation before the replica reports ready (0: none)
+    warmup_steps: int = 50  # Pipeline.warmup steps before the replica reports ready (0: none)
     max_replicas_per_node: int | None = None  # e.g. 1: one generator replica on each node
     app_name: str = "sv3d"
 

@@ -50,6 +50,7 @@ class Generator:
         self.config = config
         device = _gpu_device(config)
         options = {"dtype": config.dtype} if config.dtype else {}
+        self._follower = None  # rank 1's actor with --parallel cfg
         if config.parallel == "cfg":
             self.pipeline, self._follower = self._cfg_parallel_pipeline(device or "cpu", config.dtype or "fp32")
         else:
@@ -58,9 +59,7 @@ class Generator:
         self._busy = threading.Lock()
         self._last_progress: float | None = None  # monotonic time of the last step of a running job
         if config.warmup_steps:
-            from ..preprocess import example_image_path
-
-            self.pipeline.generate(example_image_path("mug"), seed=0, steps=config.warmup_steps)
+            self.pipeline.warmup(steps=config.warmup_steps)  # lazy first-call work, before Serve routes here
         self.ready_s = time.perf_counter() - t0
         log.info("generator ready in %.1f s: %s", self.ready_s, self.pipeline.backend.describe())
 
@@ -78,6 +77,12 @@ class Generator:
         backend = CfgParallelBackend.from_checkpoint(self.config.source, device=device, dtype=dtype)
         return Pipeline(backend.join(0, init_method)), follower
 
+    def __del__(self):  # Serve's graceful shutdown of the replica
+        if getattr(self, "_follower", None) is not None:
+            self.pipeline.backend.shutdown()  # rank 1's `follow` returns
+        if getattr(self, "pipeline", None) is not None:
+            self.pipeline.close()
+
     def info(self) -> dict:
         """What the ingress needs to check requests, and what runs here."""
         cfg = self.pipeline.config
@@ -87,9 +92,8 @@ class Generator:
     def check_health(self) -> None:
         """Serve calls this periodically; raising marks the replica unhealthy (it is replaced).
         Default checks miss a hung device thread (ray #61263), so watch step progress."""
-        synchronize = getattr(self.pipeline.backend, "synchronize", None)
-        if callable(synchronize) and not self._busy.locked():
-            synchronize()
+        if not self._busy.locked():
+            self.pipeline.backend.synchronize()  # a wedged device blocks here: the check times out
         last = self._last_progress
         if last is not None and time.monotonic() - last > STALL_S:
             raise RuntimeError(f"no denoise step for {time.monotonic() - last:.0f} s: the device looks hung")

@@ -69,5 +69,6 @@ def start_service(checkpoint, port: int, **options) -> Client:
     from sv3d_trt.serve import ServeConfig
     from sv3d_trt.serve.app import deploy
 
+    options.setdefault("warmup_steps", 2)
     config = ServeConfig(source=str(checkpoint), host="127.0.0.1", port=port, **options)
     return Client(deploy(config))

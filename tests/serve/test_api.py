@@ -109,7 +109,7 @@ def test_json_base64_wait_with_mesh(client, mug_bytes):
     response = client.http.post(client.url + "/v1/orbits?wait=true", json=body, timeout=300)
     assert response.status_code == 200, response.text
     status = response.json()
-    assert status["status"] == "done", status
+    assert status["status"] == "done", status.get("reason")
     assert "mesh.glb" in status["files"] and status["settings"]["orbit"] == "dynamic"
     assert client.get(status["files"]["mesh.glb"]).content[:4] == b"glTF"
 
@@ -196,3 +196,29 @@ def test_prometheus_metrics(client, metrics_port, mug_bytes):
             break
         assert time.monotonic() < deadline, f"never reached the Prometheus endpoint: {sorted(missing)}"
         time.sleep(1)
+
+
+def test_cfg_parallel_replica_matches_the_single_batch(client, tiny_checkpoint, example_image):
+    """A --parallel cfg generator replica (rank 1 an actor in its placement group, gloo) gives
+    the latent-exact orbit of the single batch-42 pipeline, here through a Serve handle."""
+    from ray import serve
+
+    from sv3d_trt.runtime import Pipeline
+    from sv3d_trt.serve import ServeConfig
+    from sv3d_trt.serve.app import generator_options
+    from sv3d_trt.serve.generator import Generator
+    from sv3d_trt.serve.request import parse_request
+
+    config = ServeConfig(source=str(tiny_checkpoint), parallel="cfg", warmup_steps=2)
+    app = serve.deployment(Generator, name="Generator").options(**generator_options(config, 0)).bind(config)
+    handle = serve.run(app, name="cfg", route_prefix=None)
+    try:
+        assert handle.info.remote().result(timeout_s=120)["backend"]["parallel"] == "cfg"
+        seed = int(np.random.default_rng().integers(0, 2**31))
+        request = parse_request({"seed": seed, "steps": 3}, example_image.read_bytes(), "mug.png", "sv3d_p", 21)
+        events = list(handle.options(stream=True).run.remote("cfg-job", request))
+        assert [e["type"] for e in events] == ["started", "step", "step", "step", "result"]
+        direct = Pipeline.from_checkpoint(tiny_checkpoint).generate(example_image, seed=seed, steps=3)
+        assert np.abs(events[-1]["frames"].astype(int) - direct.frames.astype(int)).max() <= 1
+    finally:
+        serve.delete("cfg")
