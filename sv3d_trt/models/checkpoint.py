@@ -156,15 +156,18 @@ def read_header(path: str | os.PathLike) -> dict[str, dict]:
         raise CheckpointError(f"checkpoint not found: {path}")
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = f.read(9)
+        (n,) = struct.unpack("<Q", head[:8]) if len(head) >= 8 else (0,)
+        # A zip (torch.save) or pickle starts with "PK" or 0x80, but so may a safetensors header
+        # length (0x80 is a length's low byte): it is safetensors when the JSON follows.
+        if (head[:2] == b"PK" or head[:1] == b"\x80") and not (head[8:9] == b"{" and 8 + n <= size):
             raise CheckpointError(
                 f"{path} is a pickled PyTorch checkpoint, not a safetensors file; "
                 "sv3d-trt only loads .safetensors (no pickle): use the official sv3d_u/sv3d_p.safetensors"
             )
         if len(head) < 8:
             raise CheckpointError(f"{path} is not a safetensors file (only {size} bytes)")
-        (n,) = struct.unpack("<Q", head)
+        f.seek(8)
         if n == 0 or n > MAX_HEADER_BYTES:
             raise CheckpointError(f"{path} is not a safetensors file (bad header length {n})")
         if 8 + n > size:

@@ -247,3 +247,13 @@ def test_non_finite_weights_are_named(tmp_path, tiny_checkpoint, value, dtype, m
     bad = _rewrite(tiny_checkpoint, tmp_path / "nan.safetensors", poison)
     with pytest.raises(CheckpointError, match=f"tensor {re.escape(key)} {message}"):
         load_checkpoint(bad, dtype=dtype, components=("vae_decoder",))
+
+
+def test_header_length_that_looks_like_a_pickle(tmp_path, tiny_checkpoint):
+    """A header length whose low byte is 0x80 (a pickle's first byte) is still a safetensors file."""
+    header, body = _split(tiny_checkpoint)
+    blob = json.dumps(header).encode()
+    blob += b" " * ((0x80 - len(blob)) % 256)  # padding spaces, as safetensors' own writer adds
+    path = _write(tmp_path / "x80.safetensors", None, body, raw=blob)
+    assert path.read_bytes()[0] == 0x80
+    assert inspect_checkpoint(path).name == "tiny"
