@@ -56,9 +56,11 @@ class OpenedPage:
 
     def __init__(self, browser, path: Path, size=(1400, 1600)):
         self.errors: list[str] = []
+        self.requests: list[str] = []  # every URL the page asked for (files beside it, blob:/data: of the GLB)
         self.page = browser.new_page(viewport={"width": size[0], "height": size[1]})
         self.page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url} {r.failure}"))
         self.page.goto(path.resolve().as_uri())
         self.page.wait_for_load_state("load")

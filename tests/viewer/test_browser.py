@@ -38,6 +38,9 @@ def test_page_loads_from_file_without_console_errors(open_page, output_dir):
     assert state == {"loaded": True, "error": None}
     assert opened.errors == []
     assert opened.page.title() == "sv3d-trt: mug"
+    folder = output_dir.resolve().as_uri()
+    outside = [u for u in opened.requests if not (u.startswith(folder + "/") or u.startswith(("blob:", "data:")))]
+    assert outside == [] and f"{folder}/frame_000.png" in opened.requests  # offline: nothing but the folder
     # Every <img> decoded (frames and the input view are plain files beside the page).
     assert opened.page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth === 96)")
 
