@@ -187,7 +187,9 @@ def _figure_texts(fig: dict) -> list[str]:
     texts = [format_seconds(fig["median_ms"] / 1e3),
              f"{format_seconds(fig['p10_ms'] / 1e3)}–{format_seconds(fig['p90_ms'] / 1e3)}"]
     if "achieved_tflops" in fig:
-        texts.append(f"{1e3 * fig['achieved_tflops']:.3g} GFLOP/s ({100 * fig['peak_fraction']:.0f} %)")
+        tflops = fig["achieved_tflops"]
+        rate = f"{tflops:.3g} TFLOP/s" if tflops >= 1 else f"{1e3 * tflops:.3g} GFLOP/s"
+        texts.append(f"{rate} ({100 * fig['peak_fraction']:.0f} %)")
     if "speedup_vs_torch_eager" in fig:
         texts.append(f"{fig['speedup_vs_torch_eager']:.3g}x")
     return texts

@@ -62,3 +62,30 @@ def test_opens_in_chromium_with_no_errors(bench_report, open_page):
     assert opened.page.locator("#table tbody tr").count() >= 6
     assert opened.page.locator("svg.bars").count() >= 6
     assert opened.errors == []
+
+
+def test_two_backends_side_by_side(bench_report):
+    """Rendering only: the CPU report with a second, faster row added (as a GPU run has)."""
+    import copy
+
+    report, _ = bench_report
+    report = copy.deepcopy(report)
+    fast = copy.deepcopy(report["backends"][0])
+    fast.update(name="tensorrt", status="ok", reason=None)
+    fast["memory"] = {**fast["memory"], "gpu_device_peak_used_bytes": 3 * 2**30}
+    for fig in fast["stages"].values():
+        for key in ("median_ms", "p10_ms", "p90_ms", "mean_ms"):
+            fig[key] /= 1e4
+        if "achieved_tflops" in fig:
+            fig["achieved_tflops"] *= 1e4
+        fig["speedup_vs_torch_eager"] = 1e4
+    report["backends"][1] = fast
+    page = to_html(report)
+    assert "<th>torch-eager</th><th>tensorrt</th>" in page
+    charts = re.findall(r'<div class="stage"><h3>[^<]+</h3>(.*?)</svg></div>', page, re.S)
+    assert charts and all(svg.count("<rect ") == 2 for svg in charts)
+    assert '<rect class="series-1"' in page and "1e+04x" in page
+    step = fast["stages"]["step"]["achieved_tflops"]
+    assert step >= 1 and f"{step:.3g} TFLOP/s" in page
+    assert "peak GPU (torch / device)" in page and "3.00 GiB" in page
+    assert "not run" not in page
