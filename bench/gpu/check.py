@@ -156,8 +156,12 @@ def main(argv=None) -> int:
         print("bench/gpu/check.py: torch sees no CUDA device here; use --device cpu --config tiny for the dry run",
               file=sys.stderr)
         return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"bench/gpu/check.py: cannot write to --out {args.out}: {e.strerror}", file=sys.stderr)
+        return 2
     ctx = Context(device=args.device, config=get_config(args.config), options=args, out=args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     header = {"created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "command": shlex.join([sys.executable, *sys.argv]), "device": args.device, "config": args.config,

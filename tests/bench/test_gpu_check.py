@@ -131,6 +131,11 @@ def test_bad_input_is_one_line(capsys, tmp_path):
         assert check.main(["--out", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert "no CUDA device" in err and len(err.strip().splitlines()) == 1
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert check.main(["--device", "cpu", "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to --out" in err and len(err.strip().splitlines()) == 1
 
 
 # ---- runner -------------------------------------------------------------------------------
