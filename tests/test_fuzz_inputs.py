@@ -250,7 +250,8 @@ def child(kind: str, source: str, workdir: str, start: int, count: int) -> None:
 def _run(kind: str, source: Path, workdir: Path, total: int) -> dict[int, str]:
     outcomes = {}
     for start in range(0, total, BATCH):
-        code = f"from tests.test_fuzz_inputs import child; child({kind!r}, {str(source)!r}, {str(workdir)!r}, {start}, {BATCH})"
+        code = (f"from tests.test_fuzz_inputs import child\n"
+                f"child({kind!r}, {str(source)!r}, {str(workdir)!r}, {start}, {BATCH})")
         r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                            timeout=BATCH * PER_MUTATION_S + 120)
         lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]

@@ -249,18 +249,18 @@ def source_entry(onnx_path: Path) -> dict:
     }
 
 
-def _onnx_problems(what: str, source: dict, directory: Path) -> list[str]:
+def _onnx_problems(what: str, source: dict, directory: Path, since: str = "the build") -> list[str]:
     """Compare an ONNX file and its external weight files with their recorded hashes."""
     problems = []
     onnx_path = directory / source["file"]
     if not onnx_path.is_file():
         return [f"{what} {onnx_path} is missing"]
     if sha256_file(onnx_path) != source["sha256"]:
-        problems.append(f"{what} {onnx_path} changed since the build (sha256 differs)")
+        problems.append(f"{what} {onnx_path} changed since {since} (sha256 differs)")
     for name, digest in source.get("external_data", {}).items():
         data_path = directory / name
         if not data_path.is_file() or sha256_file(data_path) != digest:
-            problems.append(f"external weights {data_path} missing or changed since the build")
+            problems.append(f"external weights {data_path} missing or changed since {since}")
     return problems
 
 
@@ -366,7 +366,8 @@ def read_export_info(directory: str | Path, require_graphs: tuple[str, ...] = ()
     if unhashed:
         raise StaleEngineError(f"{path} records no sha256 for {', '.join(unhashed)} (an export from an older "
                                "sv3d-trt); re-run `sv3d-trt export`")
-    problems = [f"{g}: {p}" for g in require_graphs for p in _onnx_problems("graph", graphs[g]["source"], Path(directory))]
+    problems = [f"{g}: {p}" for g in require_graphs
+                for p in _onnx_problems("graph", graphs[g]["source"], Path(directory), since="the export")]
     if problems:
         raise StaleEngineError(f"{directory} does not match its export.json:\n  - " + "\n  - ".join(problems)
                                + "\nre-run `sv3d-trt export`")

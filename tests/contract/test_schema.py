@@ -126,8 +126,10 @@ def test_runtime_reader_rehashes_the_graphs(tmp_path):
     graph.write_bytes(b"graph bytes")
     weights.write_bytes(b"weight bytes")
     info = _export()
-    info["graphs"]["clip"]["source"] = {"file": "clip.onnx", "sha256": hashlib.sha256(b"graph bytes").hexdigest(),
-                                        "external_data": {"clip.onnx.data": hashlib.sha256(b"weight bytes").hexdigest()}}
+    digest = {name: hashlib.sha256(content).hexdigest() for name, content in
+              (("clip.onnx", b"graph bytes"), ("clip.onnx.data", b"weight bytes"))}
+    info["graphs"]["clip"]["source"] = {"file": "clip.onnx", "sha256": digest["clip.onnx"],
+                                        "external_data": {"clip.onnx.data": digest["clip.onnx.data"]}}
     (tmp_path / EXPORT_INFO).write_text(json.dumps(info))
     assert read_export_info(tmp_path, require_graphs=("clip",))["graphs"]["clip"]["file"] == "clip.onnx"
     weights.write_bytes(b"other weights")
