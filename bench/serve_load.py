@@ -116,7 +116,7 @@ def cancel_phase(service: Service, replicas: int, repeats: int = 3) -> dict:
     from the DELETE to the short job's start is the cancel-to-free time."""
     times = []
     for _ in range(repeats):
-        long_jobs = [service.submit(10_000).json()["id"] for _ in range(replicas)]
+        long_jobs = [service.submit(1000).json()["id"] for _ in range(replicas)]
         for job_id in long_jobs:
             service.wait(job_id, lambda s: s["status"] == "running" and s.get("step", 0) >= 1, timeout_s=300)
         waiting = service.submit(2).json()["id"]

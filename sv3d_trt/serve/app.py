@@ -49,11 +49,30 @@ def build_app(config: ServeConfig, gpus: float = 0.0):
     return Ingress.bind(config, generator.bind(config), mesher.bind(config))
 
 
+def check_source(config: ServeConfig) -> str:
+    """The backend that will serve config.source, or its typed error now, before Ray starts
+    (a replica failing in its constructor would only surface as Serve's retry log)."""
+    from ..errors import RequestError
+    from ..runtime.artifacts import artifact_kind, choose_backend, require_installed
+
+    name = choose_backend(config.source, config.backend)
+    require_installed(name)
+    if artifact_kind(config.source) == "checkpoint":
+        from ..models.checkpoint import inspect_checkpoint
+
+        inspect_checkpoint(config.source)
+    if config.parallel == "cfg" and name != "torch-eager":
+        raise RequestError(f"--parallel cfg runs the torch-eager backend only; {config.source} is served by {name}")
+    return name
+
+
 def deploy(config: ServeConfig) -> str:
-    """Start Serve's HTTP proxy on config.host:port and run the app; returns its base URL."""
+    """Check the source, start Serve's HTTP proxy on config.host:port and run the app; returns
+    its base URL once every replica is ready."""
     import ray
     from ray import serve
 
+    check_source(config)
     if not ray.is_initialized():
         ray.init(log_to_driver=False)  # RAY_ADDRESS joins an existing cluster, else a local one
     gpus = config.gpus_per_replica

@@ -34,7 +34,10 @@ class ServeConfig:
 
     def __post_init__(self):
         if self.backend is not None:
-            object.__setattr__(self, "backend", canonical_backend(self.backend))
+            try:
+                object.__setattr__(self, "backend", canonical_backend(self.backend))
+            except ValueError as e:
+                raise RequestError(str(e)) from None
         if self.parallel not in PARALLEL_MODES:
             raise RequestError(f"--parallel must be one of {', '.join(PARALLEL_MODES)}, got {self.parallel!r}")
         if self.parallel == "cfg" and self.backend not in (None, "torch-eager"):

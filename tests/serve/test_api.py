@@ -76,6 +76,8 @@ def test_submit_events_results(client, mug_bytes, tiny_checkpoint, example_image
     kinds = [e["type"] for e in events]
     assert kinds[0] == "queued" and "started" in kinds and kinds[-1] == "done", kinds
     assert [e["step"] for e in events if e["type"] == "step"] == list(range(1, STEPS + 1))
+    resumed = client.get(f"/v1/orbits/{job_id}/events", headers={"Last-Event-ID": "2"}).text
+    assert [int(line[4:]) for line in resumed.splitlines() if line.startswith("id: ")] == list(range(3, len(events)))
 
     status = client.status(job_id)
     assert status["status"] == "done" and status["attempts"] == 1

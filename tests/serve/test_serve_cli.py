@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from sv3d_trt.cli import main
 
 
-def test_serve_option_errors(tiny_checkpoint):
+def test_serve_option_errors(tiny_checkpoint, tmp_path):
     runner = CliRunner()
     none = runner.invoke(main, ["serve"])
     assert none.exit_code == 2 and "exactly one of --artifacts DIR and --checkpoint CKPT" in none.output
@@ -18,3 +18,9 @@ def test_serve_option_errors(tiny_checkpoint):
     for args, message in cases:
         result = runner.invoke(main, ["serve", "--checkpoint", str(tiny_checkpoint), *args])
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
+
+    junk = tmp_path / "notes.safetensors"
+    junk.write_bytes(b"not a checkpoint at all")
+    result = runner.invoke(main, ["serve", "--checkpoint", str(junk)])  # refused before Ray starts
+    assert result.exit_code == 1 and result.output.startswith("error: ") and "notes.safetensors" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
