@@ -21,8 +21,28 @@ def _friendly(fn):
         except SV3DError as e:
             click.secho(f"error: {e}", fg="red", err=True)
             sys.exit(1)
+        except ModuleNotFoundError as e:  # an extra that is not installed: name the command that adds it
+            from .extras import missing_module_hint
+
+            if (hint := missing_module_hint(e)) is None:
+                raise
+            click.secho(f"error: {hint}", fg="red", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:  # staged results (generate, run, build) keep the previous one
+            click.secho("error: interrupted (Ctrl-C)", fg="red", err=True)
+            sys.exit(130)
 
     return wrapper
+
+
+def _device(ctx, param, value):
+    """--device: cpu, cuda or cuda:N, checked before anything loads (presence: at load)."""
+    from .devices import parse_device
+
+    try:
+        return None if value is None else parse_device(value)
+    except SV3DError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,15 +82,18 @@ def make_checkpoint_cmd(config_name, variant, seed, out):
     click.echo(f"wrote {out} ({total / 1e6:.1f} MB, {config_name} {variant}, seed {seed})")
 
 
-def _generate(pipe, image, out, seed, steps, orbit, elevation, decode_chunk, mask=None, rembg=False):
+def _generate(pipe, image, out, seed, steps, orbit, elevation, decode_chunk, mask=None, rembg=False, source=None):
+    """Generate into a staged, locked `out` with run.json (runtime/batch.py `BatchRunner.write`)."""
+    from .runtime.batch import BatchRunner, RunSettings
+
+    settings = RunSettings(seed=seed, steps=steps, orbit=orbit, elevation=elevation, decode_chunk=decode_chunk,
+                           mask=mask, rembg=rembg)
     bar, advance = _progress_bar(steps, f"denoise {Path(str(image)).name}")
     with bar:
-        result = pipe.generate(image, orbit=orbit, elevation=elevation, seed=seed, steps=steps,
-                               decode_chunk=decode_chunk, mask=mask, rembg=rembg, on_step=lambda i: advance())
-    paths = result.save(out)
-    stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
-    click.echo(f"wrote {len(result.frames)} frames, orbit.mp4, orbit.gif, cameras.json to {out} ({stages})")
-    return result, paths
+        outcome = BatchRunner(pipe, settings, source=source).write(image, Path(out), on_step=lambda i: advance())
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.timings.items())
+    click.echo(f"wrote {pipe.config.num_frames} frames, orbit.mp4, orbit.gif, cameras.json, run.json to {out} "
+               f"({stages})")
 
 
 @main.command()
@@ -79,33 +102,38 @@ def _generate(pipe, image, out, seed, steps, orbit, elevation, decode_chunk, mas
               help="sv3d_u.safetensors / sv3d_p.safetensors (or one from make-checkpoint)")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=23, show_default=True)
-@click.option("--steps", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
 @click.option("--orbit", default=None, help="static (default), dynamic, or a JSON file of 21 (elevation, azimuth) pairs; sv3d_p only")
 @click.option("--elevation", type=float, default=None, help="degrees, sv3d_p static/dynamic orbits (default 10)")
 @click.option("--mask", type=click.Path(exists=True, dir_okay=False), default=None, help="foreground mask for RGB inputs")
 @click.option("--rembg", is_flag=True, help="remove the background with rembg (optional package)")
 @click.option("--decode-chunk", type=click.IntRange(1, 21), default=14, show_default=True)
 @click.option("--backend", default="torch-eager", show_default=True, help="torch-eager (alias torch), torch-compile, torch-fast")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda, cuda:1, ...")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
 @_friendly
 def generate(image, checkpoint, out, seed, steps, orbit, elevation, mask, rembg, decode_chunk, backend, device, dtype):
     """Generate a 21-view orbit of IMAGE with a PyTorch backend."""
+    from .models.checkpoint import inspect_checkpoint
+    from .output_folder import check_destination
     from .runtime import Pipeline
 
+    inspect_checkpoint(checkpoint)  # the inputs first, then --out: both before loading
+    check_destination(out)  # a file, read-only, someone else's folder: said now, not after loading
     pipe = Pipeline.from_checkpoint(checkpoint, backend=backend, device=device, dtype=dtype)
-    _generate(pipe, image, out, seed, steps, orbit, elevation, decode_chunk, mask=mask, rembg=rembg)
+    _generate(pipe, image, out, seed, steps, orbit, elevation, decode_chunk, mask=mask, rembg=rembg, source=checkpoint)
 
 
 @main.command()
 @click.option("--out", default="sv3d_demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--steps", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
 @click.option("--seed", type=int, default=23, show_default=True)
 @_friendly
 def demo(out, steps, seed):
     """End to end on this machine with no weights and no GPU: tiny random checkpoint ->
     bundled example image -> 21 frames, mp4, gif, cameras.json."""
     from .models.checkpoint import make_checkpoint
+    from .output_folder import check_destination
     from .preprocess import example_image_path
     from .runtime import Pipeline
 
@@ -115,8 +143,9 @@ def demo(out, steps, seed):
         make_checkpoint(ckpt, "tiny", variant="sv3d_p", seed=0)
     click.echo(f"random tiny sv3d_p checkpoint: {ckpt} (real key layout, random weights: frames are noise-like)")
     image = example_image_path("mug")
+    check_destination(out / "orbit")
     pipe = Pipeline.from_checkpoint(ckpt)
-    _generate(pipe, image, out / "orbit", seed, steps, None, None, 14)
+    _generate(pipe, image, out / "orbit", seed, steps, None, None, 14, source=ckpt)
     click.echo("\nWith the real weights (needs a GPU for reasonable speed):\n"
                f"  sv3d-trt generate {image} --checkpoint sv3d_p.safetensors --device cuda --dtype fp16 --out out/")
 
@@ -223,7 +252,7 @@ def verify(engines, onnx_dir):
 @click.option("--onnx", "onnx_dir", type=click.Path(exists=True, file_okay=False), help="Export directory from `sv3d-trt export`.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="A checkpoint (PyTorch backends).")
 @click.option("--backend", default=None, help="Force a backend (default: chosen by what the directory holds).")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: the backend's own).")
+@click.option("--device", default=None, callback=_device, help="cpu, cuda, cuda:1 (default: the backend's own).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Each image goes to OUT/<image stem>/.")
 @click.option("--seed", type=int, default=23, show_default=True)
 @click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
@@ -247,7 +276,7 @@ def run(images, engines, onnx_dir, checkpoint, backend, device, out, seed, steps
     pipe = Pipeline.from_artifacts(sources[0], backend=backend, device=device)
     fallback = (lambda: Pipeline.from_artifacts(fp32_fallback, backend="ort", device=device)) if fp32_fallback else None
     runner = BatchRunner(pipe, RunSettings(seed=seed, steps=steps, orbit=orbit, elevation=elevation,
-                                           decode_chunk=decode_chunk, mesh=mesh), fallback=fallback)
+                                           decode_chunk=decode_chunk, mesh=mesh), fallback=fallback, source=sources[0])
     click.echo(f"{pipe.backend.name} backend, {pipe.variant}, {len(images)} image(s) -> {out}")
     bar, advance = _progress_bar(steps * len(images), "denoise")
     with bar:

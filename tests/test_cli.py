@@ -1,9 +1,13 @@
 """The command line as a user runs it: make-checkpoint -> generate, errors as one line."""
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 
 import imageio.v3 as iio
+import pytest
 from click.testing import CliRunner
 
 from sv3d_trt.cli import main
@@ -38,3 +42,89 @@ def test_errors_are_one_clear_line(tmp_path, example_image, tiny_checkpoint_u):
     r = CliRunner().invoke(main, ["generate", str(example_image), "--checkpoint", str(tiny_checkpoint_u),
                                   "--orbit", "dynamic", "--out", str(tmp_path / "u")])
     assert r.exit_code == 1 and "sv3d_u" in r.output
+
+
+# ---- nothing lost, nothing mixed, no traceback --------------------------------------------------
+
+
+def _generate(image, checkpoint, out, *extra):
+    return CliRunner().invoke(main, ["generate", str(image), "--checkpoint", str(checkpoint), "--out", str(out),
+                                     "--steps", "2", *extra])
+
+
+def test_generate_replaces_a_result_whole_and_records_the_run(tmp_path, example_image, tiny_checkpoint):
+    out = tmp_path / "out"
+    assert _generate(example_image, tiny_checkpoint, out, "--seed", "1").exit_code == 0
+    first = (out / "frame_000.png").read_bytes()
+    (out / "frame_099.png").write_bytes(first)  # a stray frame: gone once the next result lands
+    r = _generate(example_image, tiny_checkpoint, out, "--seed", "2")
+    assert r.exit_code == 0, r.output
+    assert not (out / "frame_099.png").exists() and (out / "frame_000.png").read_bytes() != first
+    info = json.loads((out / "run.json").read_text())
+    assert info["settings"]["seed"] == 2 and info["settings"]["steps"] == 2
+    assert info["inputs"]["image"]["sha256"] == hashlib.sha256(example_image.read_bytes()).hexdigest()
+    assert info["inputs"]["model"]["bytes"] == tiny_checkpoint.stat().st_size
+    assert info["versions"]["sv3d_trt"] and info["backend"]["backend"] == "torch-eager"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder or lock left
+
+
+@pytest.mark.parametrize("case", ["file_above", "foreign_folder"])
+def test_generate_refuses_an_unusable_out_before_loading(tmp_path, example_image, tiny_checkpoint, case):
+    if case == "file_above":
+        (tmp_path / "a_file").write_text("x")
+        out, message = tmp_path / "a_file" / "out", "a file is in the way"
+    else:
+        out, message = tmp_path / "photos", "holds other files and no earlier result"
+        out.mkdir()
+        (out / "holiday.jpg").write_text("keep")
+    r = _generate(example_image, tiny_checkpoint, out)
+    assert r.exit_code == 1 and message in r.output, r.output
+    assert "load" not in r.output and "Traceback" not in r.output  # refused before any stage ran
+    if case == "foreign_folder":
+        assert (out / "holiday.jpg").read_text() == "keep"
+
+
+@pytest.mark.parametrize("command", ["generate", "run", "demo"])
+def test_one_step_is_refused_the_same_way_everywhere(tmp_path, example_image, tiny_checkpoint, command):
+    args = {"generate": ["generate", str(example_image), "--checkpoint", str(tiny_checkpoint)],
+            "run": ["run", str(example_image), "--checkpoint", str(tiny_checkpoint)], "demo": ["demo"]}[command]
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "o"), "--steps", "1"])
+    assert r.exit_code == 2 and "Invalid value for '--steps': 1 is not in the range 2<=x<=1000" in r.output
+
+
+def test_devices_are_checked_before_weights_load(tmp_path, example_image, tiny_checkpoint):
+    import torch
+
+    r = _generate(example_image, tiny_checkpoint, tmp_path / "o", "--device", "tpu")
+    assert r.exit_code == 2 and "unknown device 'tpu': use cpu, cuda or cuda:N" in r.output
+    missing = "cuda:99" if torch.cuda.is_available() else "cuda"
+    r = _generate(example_image, tiny_checkpoint, tmp_path / "o", "--device", missing)
+    assert r.exit_code == 1 and r.output.splitlines()[-1].startswith(f"error: --device {missing}: "), r.output
+    assert ("visible" if torch.cuda.is_available() else "finds no NVIDIA GPU or driver") in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_extra_names_the_install_command(tmp_path, tiny_checkpoint):
+    code = ("import sys\nsys.modules['onnx_ir'] = None  # as if the onnx extra were not installed\n"
+            "from sv3d_trt.cli import main\n"
+            f"main(['export', '--checkpoint', {str(tiny_checkpoint)!r}, '--out', {str(tmp_path / 'onnx')!r}])\n")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert child.returncode == 1, child.stderr
+    assert "the onnx extra, which is not installed (no module 'onnx_ir')" in child.stderr
+    assert 'pip install -e ".[onnx]"' in child.stderr and "Traceback" not in child.stderr
+
+
+@pytest.mark.parametrize("stem", [".", ".."])
+def test_run_output_names_stay_inside_out(tmp_path, example_image, tiny_checkpoint, stem):
+    """`..png` (stem '.') once resolved to --out itself and deleted it; `...png` left '....old-*'."""
+    image = tmp_path / f"{stem}.png"
+    image.write_bytes(example_image.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("keep")
+    r = CliRunner().invoke(main, ["run", str(image), "--checkpoint", str(tiny_checkpoint), "--out", str(out),
+                                  "--steps", "2"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["earlier.txt", "image"]
+    assert (out / "earlier.txt").read_text() == "keep" and len(list((out / "image").glob("frame_*.png"))) == 21
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([image.name, "out"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -94,6 +95,28 @@ def test_export_that_disagrees_with_its_graphs_is_stale(tiny_onnx_dir, tmp_path)
     (tmp_path / "export.json").write_text(json.dumps(info))
     with pytest.raises(StaleEngineError, match="sv3d-trt export"):
         OrtBackend(tmp_path)
+
+
+def test_a_graph_changed_after_export_is_refused(tiny_onnx_dir, tmp_path):
+    """`run --onnx` re-checks the hashes export.json records, as `verify --onnx` does for engines:
+    a modified graph is refused instead of silently giving other frames."""
+    from click.testing import CliRunner
+
+    from sv3d_trt.cli import main
+    from sv3d_trt.preprocess import example_image_path
+
+    changed = tmp_path / "onnx"
+    shutil.copytree(tiny_onnx_dir, changed)
+    graph = changed / "vae_decoder.onnx"
+    data = bytearray(graph.read_bytes())
+    data[-1] ^= 1  # one bit of the serialized graph
+    graph.write_bytes(bytes(data))
+    with pytest.raises(StaleEngineError, match=r"vae_decoder: graph .*vae_decoder.onnx changed since the export"):
+        OrtBackend(changed)
+    r = CliRunner().invoke(main, ["run", str(example_image_path("mug")), "--onnx", str(changed),
+                                  "--out", str(tmp_path / "out"), "--steps", "2"])
+    assert r.exit_code == 1 and "does not match its export.json" in r.output, r.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_export_names_the_command(tmp_path):
