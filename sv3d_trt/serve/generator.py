@@ -2,7 +2,7 @@
 
 A generator replica loads its pipeline and runs one warm-up generation in its constructor, so
 Serve reports it ready only when it can serve at full speed. `run` is a streaming method: it
-yields a `started` event, one `step` event per denoise step and finally the result arrays
+yields a `started` event (once the replica's previous job has ended), one `step` event per denoise step and finally the result arrays
 (which travel back through Ray's object store: no shared disk). The pipeline runs in a worker
 thread; when the ingress cancels the request, the event loop receives CancelledError, sets a
 flag that the step callback turns into JobCancelled, and waits for the thread, so the replica
@@ -98,8 +98,7 @@ class Generator:
         if last is not None and time.monotonic() - last > STALL_S:
             raise RuntimeError(f"no denoise step for {time.monotonic() - last:.0f} s: the device looks hung")
 
-    def _generate(self, request: OrbitRequest, cancelled: threading.Event, emit) -> dict:
-        steps_started = time.perf_counter()
+    def _generate(self, request: OrbitRequest, cancelled: threading.Event, emit, here: tuple[str, str]) -> dict:
 
         def on_step(i: int) -> None:
             nonlocal steps_started
@@ -111,7 +110,11 @@ class Generator:
             if cancelled.is_set():
                 raise JobCancelled("cancelled")
 
-        with self._busy, orbit_argument(request.orbit) as orbit:
+        with self._busy, orbit_argument(request.orbit) as orbit:  # the previous job's last step has ended
+            if cancelled.is_set():
+                raise JobCancelled("cancelled before it started")
+            emit({"type": "started", "replica": here[0], "node": here[1]})
+            steps_started = time.perf_counter()
             self._last_progress = time.monotonic()
             try:
                 result = self.pipeline.generate(request.image, orbit=orbit, elevation=request.elevation,
@@ -133,9 +136,11 @@ class Generator:
         def emit(event: dict) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
+        here = _here()
+
         def work() -> None:
             try:
-                emit(self._generate(request, cancelled, emit))
+                emit(self._generate(request, cancelled, emit, here))
             except JobCancelled:
                 emit({"type": "cancelled"})
             except Exception as e:  # noqa: BLE001 - reported to the ingress as the job's reason
@@ -143,14 +148,12 @@ class Generator:
                 log.exception("job %s failed", job_id)
                 emit({"type": "error", "reason": failure_message(e, self.pipeline.backend.name)})
 
-        replica, node = _here()
         thread = loop.run_in_executor(None, work)
         try:
-            yield {"type": "started", "replica": replica, "node": node}
             while True:
                 event = await events.get()
                 yield event
-                if event["type"] != "step":
+                if event["type"] not in ("started", "step"):
                     return
         finally:  # the ingress cancelled (CancelledError), or the stream ended
             cancelled.set()

@@ -133,15 +133,14 @@ class Ingress:
     async def submit(self, request: Request, wait: bool = False):
         """Queue an orbit; 202 with its id, or (?wait=true) its final status when it ends."""
         if len(self.jobs.queued()) >= self.config.max_queued:
-            self.metrics.rejected.inc()
-            retry = self.jobs.retry_after_s(self.config.max_replicas)
-            return _error(429, f"the queue is full ({self.config.max_queued} jobs waiting); retry in {retry} s",
-                          headers={"Retry-After": str(retry)})
+            return self._queue_full()
         info = await self._model_info()
         fields, image, name = await _read_body(request)
         orbit_request = await asyncio.to_thread(parse_request, fields, image, name, info["variant"],
                                                 info["num_frames"])
-        job = self.jobs.add(Job(settings=orbit_request.settings()))
+        if len(self.jobs.queued()) >= self.config.max_queued:  # again: requests checked meanwhile may fill it
+            return self._queue_full()
+        job = self.jobs.add(Job(settings=orbit_request.settings()))  # no await since the check
         task = asyncio.get_running_loop().create_task(self._run(job, orbit_request))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -151,6 +150,12 @@ class Ingress:
             return JSONResponse(self.jobs.status(job), status_code=200)
         return JSONResponse({"id": job.id, "status": job.state, "queue_position": self.jobs.position(job),
                              "url": f"/v1/orbits/{job.id}"}, status_code=202)
+
+    def _queue_full(self) -> JSONResponse:
+        self.metrics.rejected.inc()
+        retry = self.jobs.retry_after_s(self.config.max_replicas)
+        return _error(429, f"the queue is full ({self.config.max_queued} jobs waiting); retry in {retry} s",
+                      headers={"Retry-After": str(retry)})
 
     @app.get("/v1/orbits/{job_id}")
     async def status(self, job_id: str):
