@@ -244,3 +244,19 @@ def test_opaque_alpha_counts_as_rgb(caplog):
     busy[..., 3] = 255
     with pytest.raises(ImageError, match="without a uniform background"):
         load_image(Image.fromarray(busy, "RGBA"))
+
+
+def test_border_connected_is_the_flood_fill_it_replaces():
+    """Same pixels as PIL's floodfill from a frame around the image (the earlier implementation,
+    a minute per 4 megapixels), on random masks with holes, spirals of runs and islands."""
+    from PIL import ImageDraw
+
+    from sv3d_trt.preprocess import border_connected
+
+    rng = np.random.default_rng(8)
+    for density in (0.45, 0.55, 0.6, 0.7):
+        mask = rng.random((97, 61)) < density
+        frame = np.pad(mask.astype(np.uint8) * 255, 1, constant_values=255)
+        fill = Image.fromarray(frame).copy()
+        ImageDraw.floodfill(fill, (0, 0), 128)
+        np.testing.assert_array_equal(border_connected(mask), np.asarray(fill)[1:-1, 1:-1] == 128)
