@@ -2,6 +2,7 @@
 address schedule, decode chunking, runtime-cache naming; plus the CUDA path on a GPU machine."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 
@@ -30,7 +31,10 @@ def _engine_entries(config, decode_chunk: int = 7) -> dict:
     from sv3d_trt.export.graphs import graph_io
 
     return {
-        name: {"file": f"{name}.engine", "precision": "fp16", "bytes": 64 + i, **io.to_json()}
+        name: {"file": f"{name}.engine", "precision": "fp16", "bytes": 64 + i,
+               "sha256": hashlib.sha256(b"\1" * (64 + i)).hexdigest(),  # the bytes _engine_dir writes
+               "source": {"file": f"{name}.onnx", "sha256": hashlib.sha256(name.encode()).hexdigest()},
+               **io.to_json()}
         for i, (name, io) in enumerate(graph_io(config, decode_chunk).items())
     }
 
