@@ -7,8 +7,7 @@ import sys
 import webbrowser
 from pathlib import Path
 
-from ..errors import ViewerError
-from .page import PAGE_NAME, write_page
+from .page import save_page
 
 
 def has_display() -> bool:
@@ -17,8 +16,6 @@ def has_display() -> bool:
 
 def view(result_dir) -> tuple[Path, bool]:
     """Rewrite the page from what the folder holds now; returns (page, opened in a browser)."""
-    page = write_page(result_dir)
-    if page is None:
-        raise ViewerError(f"{Path(result_dir) / PAGE_NAME} was not written by sv3d-trt; not replacing it")
+    page = save_page(result_dir)
     opened = has_display() and webbrowser.open(page.resolve().as_uri())
     return page, opened

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 from urllib.parse import quote
 
 from ..errors import ViewerError
 from ..fileio import write_bytes_atomic
 from .html import GENERATOR, asset, bar_chart, definitions, document, esc, inline_script, json_script
+
+log = logging.getLogger(__name__)
 
 PAGE_NAME = "index.html"
 MESH_NAME = "mesh.glb"  # what `run --mesh` writes; other GLBs in the folder are used when it is absent
@@ -166,11 +169,22 @@ def _ours(page: Path) -> bool:
         return False
 
 
-def write_page(result_dir) -> Path | None:
-    """(Re)write result_dir/index.html; returns its path. Never replaces an index.html that this
-    package did not write (a mesh written into someone's folder): returns None then."""
+def save_page(result_dir) -> Path:
+    """(Re)write result_dir/index.html and return its path; ViewerError when the folder has
+    nothing to show or holds an index.html this package did not write (never replaced)."""
     page = Path(result_dir) / PAGE_NAME
     if page.exists() and not _ours(page):
-        return None
+        raise ViewerError(f"{page} was not written by sv3d-trt; not replacing it")
     write_bytes_atomic(page, render_page(result_dir).encode("utf-8"))
     return page
+
+
+def write_page(result_dir) -> Path | None:
+    """save_page for the writers of output folders (generate, run, mesh, the server): the page is
+    a view of the results, so a folder it cannot show is logged and None returned, never a
+    failure of the run that wrote the results."""
+    try:
+        return save_page(result_dir)
+    except ViewerError as e:
+        log.warning("no viewer page: %s", e)
+        return None

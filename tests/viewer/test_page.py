@@ -14,7 +14,7 @@ from sv3d_trt.cameras import cameras_json, static_orbit
 from sv3d_trt.cli import main
 from sv3d_trt.errors import ViewerError
 from sv3d_trt.outputs import save_outputs
-from sv3d_trt.viewer import render_page, write_page
+from sv3d_trt.viewer import render_page, save_page, write_page
 from sv3d_trt.viewer.html import inline_script, json_script
 
 from viewer_folder import SIZE, synthetic_frames
@@ -82,6 +82,8 @@ def test_foreign_index_html_is_never_replaced(output_dir, copy_of):
     folder = copy_of(output_dir)
     (folder / "index.html").write_text("<html>someone else's page</html>")
     assert write_page(folder) is None
+    with pytest.raises(ViewerError, match="not written by sv3d-trt"):
+        save_page(folder)
     assert (folder / "index.html").read_text() == "<html>someone else's page</html>"
     result = CliRunner().invoke(main, ["view", str(folder)])
     assert result.exit_code == 1 and result.output.strip() == (
@@ -104,3 +106,14 @@ def test_view_of_an_empty_folder_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().startswith("error: ") and "nothing to show" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_folder_the_page_cannot_show_never_fails_its_writer(tmp_path, caplog):
+    """save_outputs with cameras that carry no poses (a custom pipeline's): the results are
+    written, the page is skipped with a logged reason."""
+    frames = synthetic_frames(np.random.default_rng())
+    cameras = {"frames": [{"index": i} for i in range(len(frames))]}
+    paths = save_outputs(tmp_path / "o", frames, cameras)
+    assert paths["page"] is None and not (tmp_path / "o" / "index.html").exists()
+    assert (tmp_path / "o" / "frame_020.png").is_file()
+    assert "no viewer page" in caplog.text and "cameras.json is malformed" in caplog.text
