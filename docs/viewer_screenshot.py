@@ -17,7 +17,7 @@ from sv3d_trt.cameras import cameras_json, static_orbit
 from sv3d_trt.mesh import procedural_shape, reconstruct_mesh
 from sv3d_trt.mesh.evaluate import render_ground_truth
 from sv3d_trt.outputs import save_outputs
-from sv3d_trt.viewer import write_page
+from sv3d_trt.viewer import save_page
 
 RESOLUTION = 256
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
@@ -38,7 +38,7 @@ def main(out: Path) -> None:
     frames = (frames.clamp(0, 1) * 255).round().byte().numpy()
     save_outputs(out, frames, cameras, input_rgb=frames[-1])
     reconstruct_mesh(out, out / "cameras.json", out / "mesh.glb", resolution=128)
-    page = write_page(out)
+    page = save_page(out)
 
     from playwright.sync_api import sync_playwright
 
