@@ -4,8 +4,8 @@
 #   bash bench/full_size_export.sh            # WORK=/tmp/sv3d_full by default
 #
 # 1. make-checkpoint --config full (random weights, official layout, 9.4 GB fp32)
-# 2. sv3d-trt export --precision fp16 (no calibration set: recording 50-step full-size
-#    trajectories needs a GPU; fp16 builds do not use it)
+# 2. sv3d-trt export --precision fp16 (no --calibrate: recording 50-step full-size
+#    trajectories needs a GPU; fp16 builds do not use the calibration set)
 # 3. sv3d-trt build --backend tensorrt-rtx --precision fp16 --target sm89 (skipped, and said so,
 #    when tensorrt_rtx is not installed)
 # Each stage runs under /usr/bin/time -v; the wall time and peak RSS of each are printed and
@@ -33,7 +33,7 @@ stage() {  # stage NAME CMD...: run CMD under /usr/bin/time -v, record wall time
 if [ ! -f "$CKPT" ]; then
     stage make-checkpoint sv3d-trt make-checkpoint --config full --variant sv3d_p "$CKPT"
 fi
-stage export sv3d-trt export --checkpoint "$CKPT" --out "$WORK/onnx" --precision fp16 --calib-seeds 0
+stage export sv3d-trt export --checkpoint "$CKPT" --out "$WORK/onnx" --precision fp16
 ls -la "$WORK/onnx" | tee -a "$SUMMARY"
 if python -c "import tensorrt_rtx" 2>/dev/null; then
     stage build sv3d-trt build --onnx "$WORK/onnx" --out "$WORK/engines" --backend tensorrt-rtx \

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .errors import SV3DError
+from .progress import Progress
 
 
 def _friendly(fn):
@@ -54,15 +55,6 @@ def main():
 # ---- foundation: checkpoints, generate, demo --------------------------------------------
 
 
-def _progress_bar(total: int, description: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   transient=False)
-    task = bar.add_task(description, total=total)
-    return bar, (lambda n=1: bar.advance(task, n))
-
-
 @main.command("make-checkpoint")
 @click.option("--config", "config_name", type=click.Choice(["tiny", "full"]), default="tiny", show_default=True)
 @click.option("--variant", type=click.Choice(["sv3d_u", "sv3d_p"]), default="sv3d_p", show_default=True)
@@ -76,21 +68,50 @@ def make_checkpoint_cmd(config_name, variant, seed, out):
 
     cfg = get_config(config_name, variant)
     total = sum(4 * max(1, __import__("math").prod(s)) for s in checkpoint_layout(cfg).values())
-    bar, advance = _progress_bar(total, f"{config_name} {variant} -> {out}")
-    with bar:
+    with Progress() as progress, progress.stage(f"{config_name} {variant} -> {out}", total) as advance:
         make_checkpoint(out, cfg, variant=variant, seed=seed, progress=advance)
     click.echo(f"wrote {out} ({total / 1e6:.1f} MB, {config_name} {variant}, seed {seed})")
 
 
-def _generate(pipe, image, out, seed, steps, orbit, elevation, decode_chunk, mask=None, rembg=False, source=None):
-    """Generate into a staged, locked `out` with run.json (runtime/batch.py `BatchRunner.write`)."""
+def _check_orbit(config, orbit, elevation, seed) -> None:
+    """Reject bad camera options before any progress starts (generate resolves them again)."""
+    from .cameras import resolve_orbit
+
+    resolve_orbit(config.variant, orbit, elevation_deg=elevation, num_frames=config.num_frames, seed=seed)
+
+
+def _stages(progress, name, steps, tail="decode"):
+    """on_step for one generation, which reports it as two stages: "encode, denoise" (counted in
+    steps, from now) and `tail` (from the last step on)."""
+    progress.report(f"encode, denoise {name}", 0, steps)
+
+    def on_step(i):
+        progress.report(f"encode, denoise {name}", i + 1, steps)
+        if i + 1 == steps:
+            progress.report(f"{tail} {name}", 0, None)
+
+    return on_step
+
+
+def _load_and_generate(checkpoint, image, out, seed, steps, orbit, elevation, decode_chunk, mask=None, rembg=False,
+                       **backend):
+    """generate and demo: check the cameras and --out, then load, then generate into a staged,
+    locked --out with run.json (runtime/batch.py `BatchRunner.write`), one stage each."""
+    from .models.checkpoint import inspect_checkpoint
+    from .output_folder import check_destination
+    from .runtime import Pipeline
     from .runtime.batch import BatchRunner, RunSettings
 
+    _check_orbit(inspect_checkpoint(checkpoint), orbit, elevation, seed)
+    check_destination(out)  # a file, read-only, someone else's folder: said now, not after the run
     settings = RunSettings(seed=seed, steps=steps, orbit=orbit, elevation=elevation, decode_chunk=decode_chunk,
                            mask=mask, rembg=rembg)
-    bar, advance = _progress_bar(steps, f"denoise {Path(str(image)).name}")
-    with bar:
-        outcome = BatchRunner(pipe, settings, source=source).write(image, Path(out), on_step=lambda i: advance())
+    with Progress() as progress:
+        with progress.stage(f"load {checkpoint}"):
+            pipe = Pipeline.from_checkpoint(checkpoint, **backend)
+        outcome = BatchRunner(pipe, settings, source=checkpoint).write(
+            image, Path(out), on_step=_stages(progress, Path(str(image)).name, steps),
+            on_save=lambda: progress.report(f"save {out}", 0, None))
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.timings.items())
     click.echo(f"wrote {pipe.config.num_frames} frames, orbit.mp4, orbit.gif, cameras.json, run.json to {out} "
                f"({stages})")
@@ -114,14 +135,8 @@ def _generate(pipe, image, out, seed, steps, orbit, elevation, decode_chunk, mas
 @_friendly
 def generate(image, checkpoint, out, seed, steps, orbit, elevation, mask, rembg, decode_chunk, backend, device, dtype):
     """Generate a 21-view orbit of IMAGE with a PyTorch backend."""
-    from .models.checkpoint import inspect_checkpoint
-    from .output_folder import check_destination
-    from .runtime import Pipeline
-
-    inspect_checkpoint(checkpoint)  # the inputs first, then --out: both before loading
-    check_destination(out)  # a file, read-only, someone else's folder: said now, not after loading
-    pipe = Pipeline.from_checkpoint(checkpoint, backend=backend, device=device, dtype=dtype)
-    _generate(pipe, image, out, seed, steps, orbit, elevation, decode_chunk, mask=mask, rembg=rembg, source=checkpoint)
+    _load_and_generate(checkpoint, image, out, seed, steps, orbit, elevation, decode_chunk, mask=mask, rembg=rembg,
+                       backend=backend, device=device, dtype=dtype)
 
 
 @main.command()
@@ -133,20 +148,17 @@ def demo(out, steps, seed):
     """End to end on this machine with no weights and no GPU: tiny random checkpoint ->
     bundled example image -> 21 frames, mp4, gif, cameras.json."""
     from .models.checkpoint import make_checkpoint
-    from .output_folder import check_destination
     from .preprocess import example_image_path
-    from .runtime import Pipeline
 
     out = Path(out)
     ckpt = out / "tiny_sv3d_p.safetensors"
     if not ckpt.exists():
         make_checkpoint(ckpt, "tiny", variant="sv3d_p", seed=0)
-    click.echo(f"random tiny sv3d_p checkpoint: {ckpt} (real key layout, random weights: frames are noise-like)")
+    click.echo(f"random tiny sv3d_p checkpoint: {ckpt} (the official key layout, random weights)")
     image = example_image_path("mug")
-    check_destination(out / "orbit")
-    pipe = Pipeline.from_checkpoint(ckpt)
-    _generate(pipe, image, out / "orbit", seed, steps, None, None, 14, source=ckpt)
-    click.echo("\nWith the real weights (needs a GPU for reasonable speed):\n"
+    _load_and_generate(ckpt, image, out / "orbit", seed, steps, None, None, 14)
+    click.echo(f"\nThe frames in {out / 'orbit'} are noise because the demo's checkpoint is random; "
+               "for real orbits, with the official sv3d_p.safetensors (a GPU for reasonable speed):\n"
                f"  sv3d-trt generate {image} --checkpoint sv3d_p.safetensors --device cuda --dtype fp16 --out out/")
 
 
@@ -160,38 +172,39 @@ def demo(out, steps, seed):
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp16", show_default=True,
               help="dtype of weights and activations baked into the graphs (fp32 islands where numerics need it)")
 @click.option("--plugins", is_flag=True, help="temporal attention as sv3d_trt::TemporalAttention plugin nodes")
+@click.option("--calibrate", is_flag=True,
+              help="Also record the calibration set that `build --precision int8|fp8` needs: calib-seeds x "
+                   "images seeded 50-step generations (fp32/fp16/bf16 engines never use it).")
 @click.option("--calib-images", type=click.Path(exists=True, file_okay=False), default=None,
-              help="folder of images for the int8/fp8 calibration set (default: the bundled examples)")
-@click.option("--calib-seeds", type=click.IntRange(0, 100), default=2, show_default=True,
-              help="seeded 50-step generations per calibration image (0: no calibration set; "
-                   "full-size checkpoints need --device cuda for this)")
+              help="Folder of images to calibrate on (default: the 2 bundled examples). Implies --calibrate.")
+@click.option("--calib-seeds", type=click.IntRange(1, 100), default=2, show_default=True,
+              help="Seeded generations per calibration image (with --calibrate).")
 @click.option("--decode-chunk", type=click.IntRange(1, 21), default=7, show_default=True,
               help="frames per VAE decoder call (fixed in the graph)")
-@click.option("--device", default="cpu", show_default=True, help="device of the calibration generations")
+@click.option("--device", default="cpu", show_default=True,
+              help="Device of the calibration generations (a full-size checkpoint needs cuda for them).")
 @_friendly
-def export(checkpoint, out_dir, precision, plugins, calib_images, calib_seeds, decode_chunk, device):
-    """Export the five fixed-shape ONNX graphs, export.json and the calibration set."""
+def export(checkpoint, out_dir, precision, plugins, calibrate, calib_images, calib_seeds, decode_chunk, device):
+    """Export the five fixed-shape ONNX graphs and export.json (with --calibrate, also the
+    int8/fp8 calibration set)."""
     from functools import partial
 
-    from .contract.graphs import GRAPH_NAMES
     from .export.onnx_export import export_checkpoint
     from .runtime.calibration import calibration_images, record_calibration
 
-    calibrate = None
-    if calib_seeds:
-        calibrate = partial(record_calibration, checkpoint, images=calibration_images(calib_images),
-                            seeds=range(calib_seeds), device=device)
-    bar, advance = _progress_bar(len(GRAPH_NAMES) + bool(calibrate), f"export {precision} -> {out_dir}")
-    with bar:
+    images = calibration_images(calib_images) if calibrate or calib_images else None
+    with Progress() as progress:
+        recorder = partial(record_calibration, checkpoint, images=images, seeds=range(calib_seeds), device=device,
+                           progress=progress.report) if images else None
         info = export_checkpoint(checkpoint, out_dir, precision=precision, plugins=plugins, decode_chunk=decode_chunk,
-                                 calibrate=calibrate, progress=lambda name: advance())
+                                 calibrate=recorder, progress=progress.report)
     for name, graph in info["graphs"].items():
         click.echo(f"{graph['file']}: {graph['nodes']} nodes, {graph['weight_bytes'] / 1e6:.1f} MB weights, "
                    f"{graph['export_seconds']:.1f} s")
-    if calibrate:
+    if recorder:
         c = info["calibration"]
         click.echo(f"{c['file']}: {c['samples']} steps from {len(c['generations'])} generations, {c['seconds']:.1f} s")
-    click.echo(f"wrote {out_dir}/export.json ({info['config']} {info['variant']} {precision})")
+    click.echo(f"wrote {Path(out_dir) / 'export.json'} ({info['config']} {info['variant']} {precision})")
 
 
 @main.command()
@@ -210,13 +223,9 @@ def export(checkpoint, out_dir, precision, plugins, calib_images, calib_seeds, d
 @_friendly
 def build(onnx_dir, out_dir, backend, precision, targets, error_samples):
     """Build TensorRT / TensorRT-RTX engines from an ONNX export, with a manifest."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .export.build import build_engines
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        transient=True)
-    with progress:
+    with Progress() as progress:
         manifest = build_engines(onnx_dir, out_dir, backend=backend, precision=precision,
                                  targets=targets.split(",") if targets else None, progress=progress,
                                  error_samples=error_samples)
@@ -237,7 +246,7 @@ def verify(engines, onnx_dir):
     from .contract.manifest import verify_engines
 
     manifest = verify_engines(engines, onnx_dir)
-    click.echo(f"ok: {len(manifest.engines)} engines match {engines}/manifest.json "
+    click.echo(f"ok: {len(manifest.engines)} engines match {Path(engines) / 'manifest.json'} "
                f"({manifest.backend} {manifest.builder_version}, {manifest.precision.value}, "
                f"{', '.join(manifest.targets)})")
 
@@ -274,15 +283,22 @@ def run(images, engines, onnx_dir, checkpoint, backend, device, out, seed, steps
     if len(sources) != 1:
         raise click.UsageError("give exactly one of --engines DIR, --onnx DIR, --checkpoint CKPT")
     pipe = Pipeline.from_artifacts(sources[0], backend=backend, device=device)
+    _check_orbit(pipe.config, orbit, elevation, seed)
     fallback = (lambda: Pipeline.from_artifacts(fp32_fallback, backend="ort", device=device)) if fp32_fallback else None
     runner = BatchRunner(pipe, RunSettings(seed=seed, steps=steps, orbit=orbit, elevation=elevation,
                                            decode_chunk=decode_chunk, mesh=mesh), fallback=fallback, source=sources[0])
     click.echo(f"{pipe.backend.name} backend, {pipe.variant}, {len(images)} image(s) -> {out}")
-    bar, advance = _progress_bar(steps * len(images), "denoise")
-    with bar:
-        outcomes = runner.run(list(images), out, on_step=lambda index, i: advance(), on_done=lambda o: bar.console.print(
-            f"{'ok' if o.ok else 'FAILED'} {o.image} -> {o.out_dir}  "
-            + (", ".join(f"{k} {v:.2f}s" for k, v in o.timings.items()) if o.ok else o.error)))
+    with Progress() as progress:
+        steppers = [_stages(progress, images[0], steps, tail="decode and save")]  # the images in order
+
+        def done(o):
+            progress.finish()
+            progress.print(f"{'ok' if o.ok else 'FAILED'} {o.image} -> {o.out_dir}  "
+                           + (", ".join(f"{k} {v:.2f}s" for k, v in o.timings.items()) if o.ok else o.error))
+            if len(steppers) < len(images):
+                steppers.append(_stages(progress, images[len(steppers)], steps, tail="decode and save"))
+
+        outcomes = runner.run(list(images), out, on_done=done, on_step=lambda index, i: steppers[index](i))
     failures = [o for o in outcomes if not o.ok]
     if failures:
         lines = "\n".join(f"  {o.image}: {o.error}" for o in failures)

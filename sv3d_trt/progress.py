@@ -40,7 +40,7 @@ class _Stage:
         return time.perf_counter() - self.start
 
     def count(self) -> str:
-        return f"{self.completed}/{self.total} " if self.total else ""
+        return f"{self.completed}/{self.total} " if self.total and self.total > 1 else ""  # not for one-step stages
 
 
 class Progress:
@@ -99,7 +99,8 @@ class Progress:
         stage.total = stage.total if total is None else total
         if self._bars is not None:
             self._bars.update(stage.rich_id, completed=stage.completed, total=stage.total)
-        elif time.perf_counter() - stage.last_line >= self.heartbeat_s:
+        elif time.perf_counter() - stage.last_line >= self.heartbeat_s and not (
+                stage.total and stage.completed >= stage.total):  # the end line follows
             stage.last_line = time.perf_counter()
             self._line(f"{stage.description}: {stage.count()}{stage.elapsed():.1f} s")
 
@@ -143,12 +144,14 @@ class Progress:
 
     def report(self, description: str, done: int, total: int | None) -> None:
         """The libraries' callback form, progress(stage, done, total): a new description ends
-        the stage before it and starts its own."""
+        the stage before it and starts its own; done == total ends it."""
         current = self._stages.get(self._current) if self._current is not None else None
         if current is None or current.description != description:
             self.finish()
             self._current = self.add_task(description, total)
         self.update(self._current, completed=done, total=total)
+        if total and done >= total:
+            self.finish()
 
     def finish(self) -> None:
         """End the stage `report` is updating (before a line about its result)."""

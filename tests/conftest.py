@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -9,7 +10,10 @@ import pytest
 def pytest_collection_modifyitems(config, items):
     run_slow = os.environ.get("SV3D_SLOW") == "1"
     skip_slow = pytest.mark.skip(reason="slow/full-size check: set SV3D_SLOW=1 to run")
+    mesh_tests = Path(__file__).parent / "mesh"
     for item in items:
+        if mesh_tests in item.path.parents:
+            item.add_marker(pytest.mark.mesh)  # the slowest part on a CPU: -m "not mesh" leaves it out
         if "slow" in item.keywords and not run_slow:
             item.add_marker(skip_slow)
         if "gpu" in item.keywords:

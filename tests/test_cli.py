@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 
@@ -42,6 +43,35 @@ def test_errors_are_one_clear_line(tmp_path, example_image, tiny_checkpoint_u):
     r = CliRunner().invoke(main, ["generate", str(example_image), "--checkpoint", str(tiny_checkpoint_u),
                                   "--orbit", "dynamic", "--out", str(tmp_path / "u")])
     assert r.exit_code == 1 and "sv3d_u" in r.output
+
+
+def test_bad_orbit_is_rejected_before_any_progress(tmp_path, example_image, tiny_checkpoint):
+    """generate and run check the cameras before loading or denoising: one line, no stage lines."""
+    for args in (["generate", str(example_image), "--checkpoint", str(tiny_checkpoint)],
+                 ["run", str(example_image), "--checkpoint", str(tiny_checkpoint)]):
+        r = CliRunner().invoke(main, [*args, "--orbit", "bogus", "--out", str(tmp_path / args[0])])
+        assert r.exit_code == 1, r.output
+        assert r.output.strip().splitlines() == [
+            "error: orbit file bogus not found (use 'static', 'dynamic' or a JSON file)"], r.output
+        assert not (tmp_path / args[0]).exists()
+
+
+def test_progress_is_a_line_per_stage_off_a_terminal(tmp_path, example_image, tiny_checkpoint):
+    r = CliRunner().invoke(main, ["generate", str(example_image), "--checkpoint", str(tiny_checkpoint),
+                                  "--steps", "2", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    ends = [line for line in re.sub(r"\d+\.\d s", "T", r.output).splitlines() if line.endswith("done in T")]
+    assert ends == [f"load {tiny_checkpoint}: done in T", "encode, denoise mug_rgba.png: 2/2 done in T",
+                    "decode mug_rgba.png: done in T", f"save {tmp_path / 'out'}: done in T"], r.output
+
+
+def test_demo_says_its_frames_are_noise(tmp_path):
+    out = tmp_path / "demo_out"
+    r = CliRunner().invoke(main, ["demo", "--out", str(out), "--steps", "2"])
+    assert r.exit_code == 0, r.output
+    assert len(list((out / "orbit").glob("frame_*.png"))) == 21  # where the README says they are
+    assert f"The frames in {out / 'orbit'} are noise because the demo's checkpoint is random" in r.output
+    assert "sv3d-trt generate" in r.output and "--checkpoint sv3d_p.safetensors" in r.output
 
 
 # ---- nothing lost, nothing mixed, no traceback --------------------------------------------------

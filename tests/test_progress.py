@@ -34,7 +34,7 @@ def test_heartbeat_lines_while_a_counted_stage_runs():
         advance()
         advance()
     assert [re.sub(r"\d+\.\d s", "T", line) for line in _lines(f)] == [
-        "steps ...", "steps: 1/2 T", "steps: 2/2 T", "steps: 2/2 done in T"]
+        "steps ...", "steps: 1/2 T", "steps: 2/2 done in T"]  # no heartbeat right before the end line
 
 
 def test_report_starts_a_stage_per_description_and_finish_ends_it():
@@ -44,10 +44,14 @@ def test_report_starts_a_stage_per_description_and_finish_ends_it():
             progress.report(stage, done, 2)
         progress.finish()
         progress.print("wrote mesh.glb")
+        progress.report("export clip.onnx", 0, 1)
+        progress.report("export clip.onnx", 1, 1)  # done == total: ended now, not by the next stage
+        progress.print("clip.onnx: 12 nodes")
         progress.report("bake", 1, None)  # still open: ended by the exit
     text = [re.sub(r"\d+\.\d s", "T", line) for line in _lines(f)]
     assert text == ["carve ...", "carve: 1/2 done in T", "optimise ...", "optimise: 2/2 done in T",
-                    "wrote mesh.glb", "bake ...", "bake: done in T"]
+                    "wrote mesh.glb", "export clip.onnx ...", "export clip.onnx: done in T", "clip.onnx: 12 nodes",
+                    "bake ...", "bake: done in T"]
 
 
 def test_a_failed_stage_says_so():

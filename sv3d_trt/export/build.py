@@ -350,6 +350,10 @@ def build_engines(
 
         # The parser turns plugin nodes into this creator's plugins, which carry one cubin per target.
         register_temporal_attention_plugin(trt, archs=[int(a[2:]) for a in builder.targets] if targets else None)
+    if precision.quantized:
+        from .quantize import require_calibration
+
+        require_calibration(onnx_dir, export_info, precision)
 
     with staged_folder(out_dir, markers=(MANIFEST_NAME,)) as staging, cancel.on_sigint():
         if builder.timing_cache is not None:  # full TensorRT: carry the cache into the new folder

@@ -192,14 +192,16 @@ def export_checkpoint(
     decode_chunk: int = DEFAULT_DECODE_CHUNK,
     graphs: Iterable[str] = GRAPH_NAMES,
     calibrate: Callable[[Path], dict] | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Export every graph of a checkpoint into `out_dir` and write export.json. Returns its content.
 
     calibrate: None (no calibration set) or a recorder called with `out_dir` after the graphs,
     returning its export.json entry: runtime/calibration.py's `record_calibration` bound to the
     checkpoint and its options (the exporter never imports the runtime that runs it).
-    progress: called with each graph name once it is written (and "calibration").
+    progress: progress(stage, done, total), the mesh pipeline's form: ("load unet", 0, 1) before a
+    network loads, ("export clip.onnx", 0, 1) before a graph's export and (..., 1, 1) once it is
+    written. The calibration recorder reports its own steps.
     """
     if precision not in EXPORT_PRECISIONS:
         raise ValueError(f"export precision must be one of {EXPORT_PRECISIONS}, got {precision!r}")
@@ -234,16 +236,18 @@ def export_checkpoint(
         "vae_scale_factor": config.vae.scale_factor,
         "graphs": {},
     }
+    report = progress or (lambda stage, done, total: None)
     # Load each network once, export the graphs that use it, free it.
     for component in dict.fromkeys(GRAPH_COMPONENT[g] for g in graphs):
+        report(f"load {component}", 0, 1)
         models = load_checkpoint(checkpoint, dtype=precision, components=(component,))
         for name in (g for g in graphs if GRAPH_COMPONENT[g] == component):
+            report(f"export {name}.onnx", 0, 1)
             module = build_graph(name, models)
             info["graphs"][name] = export_graph(module, contracts[name], out_dir, plugins=plugins and name in PLUGIN_GRAPHS)
             del module
             log.info("exported %s.onnx in %.1fs", name, info["graphs"][name]["export_seconds"])
-            if progress is not None:
-                progress(name)
+            report(f"export {name}.onnx", 1, 1)
         if component == "unet":
             info["attn2_modules"] = dict(zip(contracts["context"].output_names, attn2_names(models.unet)))
         del models
@@ -256,8 +260,6 @@ def export_checkpoint(
     info["export_seconds"] = round(time.perf_counter() - t0, 2)
     if calibrate is not None:
         info["calibration"] = calibrate(out_dir)
-        if progress is not None:
-            progress("calibration")
     write_export_info(out_dir, info)
     return info
 

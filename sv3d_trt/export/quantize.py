@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -106,6 +107,28 @@ def graph_inputs(onnx_path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...
     }
 
 
+def calibration_command(onnx_dir: str | os.PathLike, export_info: Mapping) -> str:
+    """The command that records an export's calibration set: the same export with --calibrate
+    (a full-size checkpoint's 50-step generations want a GPU)."""
+    options = [f"--checkpoint {shlex.quote(str(export_info.get('checkpoint', 'CHECKPOINT')))}",
+               f"--out {shlex.quote(str(onnx_dir))}", f"--precision {export_info.get('precision', 'fp16')}"]
+    if "decode_chunk" in export_info:
+        options.append(f"--decode-chunk {export_info['decode_chunk']}")
+    options.append("--calibrate" + (" --device cuda" if export_info.get("config") == "full" else ""))
+    return "sv3d-trt export " + " ".join(options)
+
+
+def require_calibration(onnx_dir: str | os.PathLike, export_info: Mapping, precision: Precision) -> None:
+    """Before any engine is built: an int8/fp8 build without a calibration set says how to make one."""
+    if not (Path(onnx_dir) / CALIBRATION_PATH).is_file():
+        raise StaleEngineError(
+            f"an {precision.value} build calibrates the denoise step on recorded denoising steps, and "
+            f"{onnx_dir} has no {CALIBRATION_PATH.as_posix()} (`sv3d-trt export` records it only with "
+            "--calibrate: 2 images x 2 seeds x 50 steps). Record it with:\n  "
+            + calibration_command(onnx_dir, export_info)
+        )
+
+
 def load_calibration(path: str | os.PathLike, onnx_path: str | os.PathLike) -> CalibrationSet:
     """Read and check a calibration set against the graph it calibrates: every input present
     with the right per-sample shape and kind of dtype, the same N everywhere, finite values."""
@@ -113,7 +136,7 @@ def load_calibration(path: str | os.PathLike, onnx_path: str | os.PathLike) -> C
     if not path.is_file():
         raise StaleEngineError(
             f"{path} not found: int8/fp8 builds calibrate on recorded denoising steps; "
-            "re-run `sv3d-trt export` (it records the calibration set)"
+            "record them with `sv3d-trt export ... --calibrate`"
         )
     inputs = graph_inputs(onnx_path)
     with np.load(path) as npz:
@@ -139,7 +162,8 @@ def load_calibration(path: str | os.PathLike, onnx_path: str | os.PathLike) -> C
     if n == 0:
         problems.append("no samples")
     if problems:
-        raise StaleEngineError(f"{path} does not fit {onnx_path}: " + "; ".join(problems) + "; re-run `sv3d-trt export`")
+        raise StaleEngineError(f"{path} does not fit {onnx_path}: " + "; ".join(problems)
+                               + "; re-record it with `sv3d-trt export ... --calibrate`")
     return CalibrationSet({k: arrays[k] for k in inputs}, arrays[GENERATION_KEY], arrays[STEP_KEY])
 
 

@@ -156,12 +156,15 @@ class BatchRunner:
                 _write_mesh(result, staging, device if device.startswith("cuda") else "cpu")
                 timings["mesh"] = time.perf_counter() - t0
             outcome.timings = {k: round(v, 4) for k, v in timings.items()}
+            backend = pipeline.backend.describe()
+            # An export fixes its decoder's chunk (describe() names it): record the one used.
+            settings = {**asdict(self.settings), "decode_chunk": backend.get("decode_chunk", self.settings.decode_chunk)}
             write_json_atomic(staging / RUN_INFO, {
                 "image": str(Path(image).resolve()),
                 "inputs": input_record(image, self.settings, self.source),
-                "settings": asdict(self.settings),
+                "settings": settings,
                 "variant": pipeline.variant,
-                "backend": pipeline.backend.describe(),
+                "backend": backend,
                 "noise_source": result.noise_source,
                 "fp32_fallback": outcome.fallback or None,
                 "versions": versions(),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -108,12 +108,16 @@ def record_calibration(
     steps: int = DEFAULT_STEPS,
     device: str = "cpu",
     max_bytes: int = DEFAULT_MAX_BYTES,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Run one generation per (image, seed), record the step feeds into
-    `out_dir/calibration/denoise_step.npz`. Returns the export.json entry."""
+    `out_dir/calibration/denoise_step.npz`. Returns the export.json entry.
+    progress(stage, done, total): one stage per generation, counted in sampler steps."""
     t0 = time.perf_counter()
     images = [Path(p) for p in (calibration_images() if images is None else images)]
     seeds = list(seeds)
+    if progress is not None:
+        progress("calibrate: load the fp32 model", 0, 1)
     models = load_checkpoint(checkpoint, dtype="fp32", device=device)
     widths = [a.to_out[0].out_features for a in attn2_modules(models.unet).values()]
     io = graph_contracts(models.config, 1, widths)["denoise_step"]
@@ -126,7 +130,9 @@ def record_calibration(
     for g, (image, seed) in enumerate(generations):
         orbit = "dynamic" if models.config.variant == "sv3d_p" and g % 2 else None
         before = len(backend.samples)
-        pipe.generate(image, seed=seed, steps=steps, orbit=orbit)
+        stage = f"calibrate {g + 1}/{len(generations)}: {image.name}, seed {seed}"
+        on_step = (lambda i, stage=stage: progress(stage, i + 1, steps)) if progress is not None else None
+        pipe.generate(image, seed=seed, steps=steps, orbit=orbit, on_step=on_step)
         generation_of += [g] * (len(backend.samples) - before)
         orbits.append(orbit or ("static" if models.config.variant == "sv3d_p" else None))
     path = Path(out_dir) / CALIBRATION_PATH

@@ -55,6 +55,20 @@ def test_quantized_engines_sm89(rtx, export_fp16, tmp_path, precision):
     verify_engines(tmp_path)
 
 
+def test_int8_without_a_calibration_set_says_how_to_record_it(rtx, export_fp16, tmp_path):
+    onnx_dir, engines = tmp_path / "onnx", tmp_path / "engines"
+    shutil.copytree(export_fp16, onnx_dir, ignore=shutil.ignore_patterns("calibration"))
+    info = json.loads((onnx_dir / "export.json").read_text())
+    (onnx_dir / "export.json").write_text(json.dumps({**info, "checkpoint": "/ck/my sv3d.safetensors", "decode_chunk": 7}))
+    r = CliRunner().invoke(main, ["build", "--onnx", str(onnx_dir), "--out", str(engines), "--backend", rtx,
+                                  "--precision", "int8", "--target", "sm89"])
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("error: an int8 build calibrates the denoise step")
+    command = f"sv3d-trt export --checkpoint '/ck/my sv3d.safetensors' --out {onnx_dir} --precision fp16 --decode-chunk 7"
+    assert r.output.splitlines()[-1] == f"  {command} --calibrate"
+    assert not list(engines.glob("*.engine"))  # refused before any engine is built
+
+
 def test_fp8_on_sm86_is_refused_clearly(rtx, export_fp16, tmp_path):
     with pytest.raises(BackendUnavailableError, match=r"fp8 is not supported on sm86.*sm89, sm120, sm121"):
         build_engines(export_fp16, tmp_path, backend=rtx, precision="fp8", targets=["sm86", "sm89"])

@@ -57,17 +57,18 @@ def export_fp32(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def export_fp16(tiny_checkpoint, tmp_path_factory):
-    """The fp16 export through the command line, as users run it (no calibration set here)."""
+    """The fp16 export through the command line, as users run it: no calibration set unless
+    --calibrate, paths printed once-slashed for an --out with a trailing slash."""
     from click.testing import CliRunner
 
     from sv3d_trt.cli import main
 
     out = tmp_path_factory.mktemp("export_fp16")
-    result = CliRunner().invoke(main, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out),
-                                       "--precision", "fp16", "--calib-seeds", "0",
-                                       "--decode-chunk", str(DECODE_CHUNK)])
+    result = CliRunner().invoke(main, ["export", "--checkpoint", str(tiny_checkpoint), "--out", f"{out}/",
+                                       "--precision", "fp16", "--decode-chunk", str(DECODE_CHUNK)])
     assert result.exit_code == 0, result.output
-    assert "export.json" in result.output
+    assert f"wrote {out / 'export.json'} " in result.output and "//" not in result.output
+    assert not (out / "calibration").exists() and "calibration" not in json.loads((out / "export.json").read_text())
     return out
 
 
@@ -262,8 +263,12 @@ def test_calibration_set(tiny_checkpoint, export_fp32, tmp_path):
     from sv3d_trt.export.quantize import load_calibration
     from sv3d_trt.preprocess import example_image_path
 
-    info = record_calibration(tiny_checkpoint, tmp_path, images=[example_image_path("toy")], seeds=[0, 1], steps=3)
+    reports = []
+    info = record_calibration(tiny_checkpoint, tmp_path, images=[example_image_path("toy")], seeds=[0, 1], steps=3,
+                              progress=lambda *r: reports.append(r))
     assert info["samples"] == 6 and info["recorded_steps"] == [0, 1, 2]
+    assert reports == [("calibrate: load the fp32 model", 0, 1)] + [
+        (f"calibrate {g + 1}/2: toy_rgb.png, seed {g}", i, 3) for g in (0, 1) for i in (1, 2, 3)]
     assert [g["orbit"] for g in info["generations"]] == ["static", "dynamic"]
     shutil.copy(export_fp32 / "denoise_step.onnx", tmp_path / "denoise_step.onnx")
     calib = load_calibration(tmp_path / CALIBRATION_PATH, tmp_path / "denoise_step.onnx")

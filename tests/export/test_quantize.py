@@ -62,7 +62,7 @@ def test_calibration_set_is_checked_against_the_graph(export_fp32, tmp_path, tin
     with pytest.raises(StaleEngineError, match=r"'sigma' has non-finite values; arrays \['unused'\] are not inputs"):
         load_calibration(tmp_path / "bad.npz", graph)
 
-    with pytest.raises(StaleEngineError, match="re-run `sv3d-trt export`"):
+    with pytest.raises(StaleEngineError, match=r"not found.*`sv3d-trt export \.\.\. --calibrate`"):
         load_calibration(tmp_path / "absent.npz", graph)
 
 

@@ -36,6 +36,7 @@ def test_run_two_images_from_an_export(tiny_onnx_dir, tmp_path):
         assert set(FRAME_FILES) | {"orbit.mp4", "orbit.gif", "cameras.json", "input.png", "run.json", "index.html"} == files
         info = json.loads((out / name / "run.json").read_text())
         assert info["settings"]["steps"] == 2 and info["settings"]["seed"] == 5
+        assert info["settings"]["decode_chunk"] == info["backend"]["decode_chunk"] == 7  # the export's, not 14
         assert info["backend"]["backend"] == "ort" and info["noise_source"]
         assert set(info["timings_s"]) == {"encode", "denoise", "decode", "save"}
         assert info["versions"]["sv3d_trt"]
