@@ -37,7 +37,7 @@ def _chromium_missing() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def browser():
+def playwright_driver():
     missing = _chromium_missing()
     if missing:
         if os.environ.get("CI", "").lower() in ("1", "true"):
@@ -46,9 +46,23 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_driver):
+    chromium = playwright_driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def browser_without_webgl(playwright_driver):
+    """A Chromium with WebGL switched off: the page must still show the orbit."""
+    chromium = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                 args=CHROMIUM_ARGS + ["--disable-webgl", "--disable-3d-apis"])
+    yield chromium
+    chromium.close()
 
 
 class OpenedPage:
@@ -73,8 +87,9 @@ class OpenedPage:
 def open_page(browser):
     pages = []
 
-    def opener(path: Path, **kwargs) -> OpenedPage:
-        pages.append(OpenedPage(browser, path, **kwargs))
+    def opener(path: Path, on=None, **kwargs) -> OpenedPage:
+        """Open `path` in the session's browser, or in `on` (another launched browser)."""
+        pages.append(OpenedPage(on or browser, path, **kwargs))
         return pages[-1]
 
     yield opener

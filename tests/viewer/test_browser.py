@@ -143,3 +143,14 @@ def test_mesh_only_folder(open_page, output_dir, tmp_path):
     assert opened.page.locator("#orbit").count() == 0
     assert _not_background_fraction(_shot(opened.page, "#mesh-canvas")) > 0.05
     assert opened.errors == []
+
+
+def test_without_webgl_the_orbit_still_works(browser_without_webgl, open_page, output_dir):
+    opened = open_page(output_dir / "index.html", on=browser_without_webgl)
+    page = opened.page
+    page.wait_for_function("document.body.dataset.ready === '1'", timeout=30_000)
+    assert page.locator(".no-webgl").count() == 2  # the cameras and mesh canvases gave way to a note
+    assert page.locator("#frame-label").inner_text().startswith("frame 0 · elevation 10.0°")
+    page.locator("#scrubber").fill("3")
+    assert page.locator("#frame-image").get_attribute("src") == "frame_003.png"
+    assert [e for e in opened.errors if e.startswith("pageerror")] == []

@@ -48,6 +48,19 @@
     return view;
   }
 
+  // Without WebGL the page still shows the orbit: the canvas gives way to a note.
+  function tryView(canvas) {
+    try {
+      return makeView(canvas);
+    } catch (error) {
+      const note = document.createElement("p");
+      note.className = "dim no-webgl";
+      note.textContent = "3D view unavailable here (" + (error && error.message || error) + ")";
+      canvas.replaceWith(note);
+      return null;
+    }
+  }
+
   // One camera as line segments: the pinhole to the four image corners at depth `depth`, the
   // image rectangle, and a small triangle on the top edge (image rows grow downwards).
   function frustum(frame, K, depth) {
@@ -108,25 +121,26 @@
     });
 
     // 2. the cameras around the object
-    camerasView = makeView(document.getElementById("cameras-canvas"));
-    const K = data.intrinsics;
-    let radius = 0;
-    frames.forEach(function (f) {
-      const line = frustum(f, K, 0.35);
-      frustums.push(line);
-      camerasView.scene.add(line);
-      const M = f.camera_to_world;
-      radius = Math.max(radius, Math.hypot(M[0][3], M[1][3], M[2][3]));
-    });
-    state.cameraCount = frustums.length;
-    camerasView.scene.add(new T.AxesHelper(0.3));
-    camerasView.lookAt(new T.Vector3(0, 0, 0), 3.3 * radius, new T.Vector3(1.0, -1.4, 1.1));
+    camerasView = tryView(document.getElementById("cameras-canvas"));
+    if (camerasView) {
+      let radius = 0;
+      frames.forEach(function (f) {
+        const line = frustum(f, data.intrinsics, 0.35);
+        frustums.push(line);
+        camerasView.scene.add(line);
+        const M = f.camera_to_world;
+        radius = Math.max(radius, Math.hypot(M[0][3], M[1][3], M[2][3]));
+      });
+      state.cameraCount = frustums.length;
+      camerasView.scene.add(new T.AxesHelper(0.3));
+      camerasView.lookAt(new T.Vector3(0, 0, 0), 3.3 * radius, new T.Vector3(1.0, -1.4, 1.1));
+    }
     setFrame(0);
   }
 
   // 3. the mesh: the GLB is inlined as base64 (its texture inside), parsed from memory
-  if (data.has_mesh) {
-    const meshView = makeView(document.getElementById("mesh-canvas"));
+  const meshView = data.has_mesh ? tryView(document.getElementById("mesh-canvas")) : null;
+  if (meshView) {
     const text = document.getElementById("sv3d-mesh").textContent.trim();
     const bytes = Uint8Array.from(atob(text), function (ch) { return ch.charCodeAt(0); });
     new T.GLTFLoader().parse(bytes.buffer, "", function (gltf) {
