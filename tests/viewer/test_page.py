@@ -117,3 +117,17 @@ def test_a_folder_the_page_cannot_show_never_fails_its_writer(tmp_path, caplog):
     assert paths["page"] is None and not (tmp_path / "o" / "index.html").exists()
     assert (tmp_path / "o" / "frame_020.png").is_file()
     assert "no viewer page" in caplog.text and "cameras.json is malformed" in caplog.text
+
+
+def test_vendored_bundle_matches_its_record():
+    """VENDORED.md names the bundle's sha256; build.sh pins the same versions."""
+    import hashlib
+    from importlib import resources
+
+    assets = resources.files("sv3d_trt.viewer").joinpath("assets")
+    record = assets.joinpath("VENDORED.md").read_text()
+    digest = hashlib.sha256(assets.joinpath("three.bundle.min.js").read_bytes()).hexdigest()
+    assert f"`three.bundle.min.js`: sha256 `{digest}`" in record
+    build = assets.joinpath("vendor", "build.sh").read_text()
+    assert "THREE=0.187.0" in build and "three@0.187.0" in record and "ESBUILD=0.28.2" in build
+    assert "MIT" in assets.joinpath("LICENSE-three.txt").read_text()
