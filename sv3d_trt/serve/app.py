@@ -86,13 +86,19 @@ def deploy(config: ServeConfig) -> str:
 
 
 def serve_forever(config: ServeConfig, on_ready=None) -> None:
-    """Deploy, call on_ready(url), and serve until interrupted; then shut Serve down."""
+    """Deploy, call on_ready(url), and serve until SIGINT or SIGTERM (a container's stop); then
+    shut Serve down."""
+    import signal
+
     from ray import serve
 
     url = deploy(config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     if on_ready is not None:
         on_ready(url)
     try:
-        threading.Event().wait()
+        stop.wait()
     finally:
         serve.shutdown()
