@@ -35,6 +35,8 @@ from .results import ResultsStore
 log = logging.getLogger(__name__)
 
 REPLICA_DIED = (RayActorError, ActorUnavailableError)
+MAX_DISPATCHES = 6  # sends of one job to the generator (replica deaths and stale routes together)
+REDISPATCH_DELAY_S = 0.5
 _REQUEST_BODY = {  # OpenAPI for the body read by hand (one endpoint, two content types)
     "required": True,
     "content": {
@@ -244,8 +246,12 @@ class Ingress:
             self._observe()
 
     async def _generate(self, job: Job, request) -> dict | None:
-        """Stream the generator's events into the job; one retry when the replica dies."""
-        for attempt in (1, 2):
+        """Stream the generator's events into the job. A replica that dies while running the job
+        gets it re-queued once; a request routed to a replica that was already dead (it never
+        started) is simply sent again, a few times at most."""
+        deaths = 0
+        for _ in range(MAX_DISPATCHES):
+            started = job.attempts
             stream = self.generator.options(stream=True).run.remote(job.id, request)
             job.cancel = stream.cancel
             try:
@@ -264,18 +270,23 @@ class Ingress:
                     elif kind == "cancelled":
                         self.jobs.finish(job, CANCELLED, reason="cancelled by request")
                         return None
+                raise RuntimeError("the generator's event stream ended without a result")
             except REPLICA_DIED as e:
                 if job.finished_state:
                     return None
-                reason = f"generator replica {job.replica or '?'} died ({type(e).__name__})"
-                if attempt == 1:
-                    log.warning("job %s: %s; retrying once", job.id, reason)
-                    self.jobs.requeue(job, reason)
-                    self.metrics.retries.inc()
-                    self._observe()
+                if job.attempts == started:  # it never ran there: Serve had not dropped the dead replica yet
+                    await asyncio.sleep(REDISPATCH_DELAY_S)
                     continue
-                self.jobs.finish(job, FAILED, reason=f"{reason}, and again on the retry")
-                return None
+                deaths += 1
+                reason = f"generator replica {job.replica} died ({type(e).__name__})"
+                if deaths == 2:
+                    self.jobs.finish(job, FAILED, reason=f"{reason}, and again on the retry")
+                    return None
+                log.warning("job %s: %s; retrying once", job.id, reason)
+                self.jobs.requeue(job, reason)
+                self.metrics.retries.inc()
+                self._observe()
+        self.jobs.finish(job, FAILED, reason=f"no live generator replica took the job in {MAX_DISPATCHES} tries")
         return None
 
     def _run_info(self, job: Job, result: dict) -> dict:
