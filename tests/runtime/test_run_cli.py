@@ -49,6 +49,7 @@ def test_failing_image_keeps_the_others(tiny_onnx_dir, tmp_path):
     out = tmp_path / "out"
     (out / "mug_rgba").mkdir(parents=True)
     (out / "mug_rgba" / "stale.txt").write_text("from an older run")  # replaced as a whole
+    (out / "mug_rgba" / "run.json").write_text("{}")  # it is an earlier result (else it is refused, kept)
     r = CliRunner().invoke(main, ["run", str(example_image_path("mug")), str(bad), "--onnx", str(tiny_onnx_dir),
                                   "--out", str(out), "--steps", "2"])
     assert r.exit_code == 1
