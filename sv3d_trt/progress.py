@@ -58,11 +58,12 @@ class Progress:
         self._current: int | None = None  # the stage `report` is updating
         self._bars = None
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
             from rich.progress import Progress as RichProgress
 
             self._bars = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), console=self.console)
+                                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console)
 
     def __enter__(self) -> "Progress":
         if self._bars is not None:
