@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import trimesh
+from scipy.spatial import cKDTree
 
 from ..cameras import RADIUS
 from .cameras import load_cameras, orbit_cameras, sv3d_orbit
@@ -32,6 +33,13 @@ AMBIENT, DIFFUSE, GREY = 0.35, 0.65, 0.7
 CREASE_DEGREES = 30.0
 
 
+def _albedo(mesh: trimesh.Trimesh) -> np.ndarray:
+    """(V, 3) in [0, 1]: the vertex colours, or GREY."""
+    if isinstance(mesh.visual, trimesh.visual.ColorVisuals) and mesh.visual.kind == "vertex":
+        return mesh.visual.vertex_colors[:, :3] / 255.0
+    return np.full((len(mesh.vertices), 3), GREY)
+
+
 def render_ground_truth(mesh: trimesh.Trimesh, cameras: dict, resolution: int, alpha: bool = False) -> torch.Tensor:
     """(N, R, R, 3) float frames of a normalised mesh over white, 2x supersampled; alpha: (N, R, R, 4)
     straight colour and coverage instead.
@@ -43,9 +51,7 @@ def render_ground_truth(mesh: trimesh.Trimesh, cameras: dict, resolution: int, a
     mesh = trimesh.graph.smooth_shade(mesh, angle=np.radians(CREASE_DEGREES))
     vertices = torch.tensor(mesh.vertices, dtype=torch.float32)
     faces = torch.tensor(mesh.faces, dtype=torch.long)
-    colors = torch.full_like(vertices, GREY)
-    if isinstance(mesh.visual, trimesh.visual.ColorVisuals) and mesh.visual.kind == "vertex":
-        colors = torch.tensor(mesh.visual.vertex_colors[:, :3] / 255.0, dtype=torch.float32)
+    colors = torch.tensor(_albedo(mesh), dtype=torch.float32)
     light = F.normalize(torch.tensor(LIGHT), dim=0)
 
     def shading(normals):
@@ -91,8 +97,9 @@ def evaluate(mesh, resolution: int = 128, iters: int = 100, elevation_deg: float
         seconds = time.perf_counter() - start
     pred = normalise(trimesh.Trimesh(result.vertices, result.faces, process=True))
     scores = mesh_scores(pred, gt, samples)
-    seams = seam_step(result.vertices, result.faces, result.uvs, result.texture,
-                      load_cameras(cameras).views(resolution))
+    centroids = result.vertices[result.faces].mean(1)
+    seams = seam_step(result.vertices, result.faces, result.uvs, result.texture, load_cameras(cameras).views(resolution),
+                      _albedo(gt)[cKDTree(gt.vertices).query(centroids)[1]])
     return {**scores, "psnr": psnr(result.renders, clean), "seam_step": seams, "seconds": seconds,
             "stage_seconds": result.seconds, "faces": int(len(result.faces)), "resolution": resolution,
             "iters": iters, "steps": len(result.losses), "elevation_deg": elevation_deg, "perturb": perturb,

@@ -9,7 +9,11 @@ silhouette. So each view gets
   white); the mean is removed so the gains cannot trade off against the albedo as a whole;
 - a pose correction: a rotation omega_v (axis-angle, radians) of the world about the object's
   centre (the origin), and a relative change rho_v of the camera's distance. That is exactly
-  the freedom an orbit camera has when its elevation, azimuth and radius are a little off;
+  the freedom an orbit camera has when its elevation, azimuth and radius are a little off. The
+  mean over the views is removed too: a rotation or distance change common to every camera is
+  the same as turning or scaling the mesh, which the mesh's own vertices already do (left free,
+  the cameras and the mesh drifted together and the box's re-render at the nominal cameras lost
+  3 dB);
 
 all regularised toward the nominal values (0) by a quadratic penalty in units of the expected
 error (PRIOR_GAIN, PRIOR_ANGLE, PRIOR_RADIUS), and optimised with Adam beside the mesh. The bake
@@ -30,7 +34,7 @@ PRIOR_RADIUS = 0.02  # expected relative distance error
 
 
 def _rotation(omega: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (N, 3) -> rotation matrices (N, 3, 3) (Rodrigues, exact at 0)."""
+    """Axis-angle (N, 3) -> rotation matrices (N, 3, 3): the matrix exponential of the skew matrix."""
     zero = torch.zeros_like(omega[:, 0])
     wx, wy, wz = omega.unbind(-1)
     skew = torch.stack([zero, -wz, wy, wz, zero, -wx, -wy, wx, zero], dim=-1).reshape(-1, 3, 3)
@@ -55,10 +59,9 @@ class ViewNuisance:
 
     def views(self, views: Views, index: torch.Tensor | None = None) -> Views:
         """The corrected cameras of `views` (those of `index` when given): w2c' = S(rho) w2c R(omega)."""
+        pose = self.pose - self.pose.mean(0, keepdim=True)  # no common part: that would turn the mesh instead
         if index is not None:
-            views, pose = views.subset(index), self.pose[index]
-        else:
-            pose = self.pose
+            views, pose = views.subset(index), pose[index]
         n = len(views)
         rot = torch.eye(4, device=pose.device).expand(n, 4, 4).clone()
         rot[:, :3, :3] = _rotation(pose[:, :3])
@@ -85,7 +88,8 @@ class ViewNuisance:
 
     def penalty(self) -> torch.Tensor:
         gain = (self.log_gain - self.log_gain.mean(0, keepdim=True)) / PRIOR_GAIN
-        angle, radius = self.pose[:, :3] / PRIOR_ANGLE, self.pose[:, 3] / PRIOR_RADIUS
+        pose = self.pose - self.pose.mean(0, keepdim=True)
+        angle, radius = pose[:, :3] / PRIOR_ANGLE, pose[:, 3] / PRIOR_RADIUS
         return gain.pow(2).sum() + angle.pow(2).sum() + radius.pow(2).sum()
 
     def zero_grad(self) -> None:

@@ -13,6 +13,12 @@ light and the geometry rather than in the texture. The first `refill_rounds` rem
 what no camera sees with the membrane over its (moving) rim (`sv3d_trt.mesh.unseen`): a box's
 unseen top and bottom then land flat on the edges the masks place. Later steps leave those
 regions to the regularisers, which round a curved underside (a sphere's cap) back out.
+
+The working resolution rises coarse to fine over the steps (`schedule.plan`) and the fit stops once
+the final-resolution loss is flat (`schedule.Convergence`). Each view also gets a colour gain and a
+small camera correction (`nuisance.ViewNuisance`), fitted beside the mesh from `refine_start` on, and
+the colour term is robust (Huber): generated views are neither equally exposed nor exactly where
+their nominal cameras say.
 """
 from __future__ import annotations
 

@@ -88,10 +88,10 @@ def reconstruct_mesh(frames_dir_or_array, cameras, out_path, iters: int | None =
 
     frames_dir_or_array: folder with frame_000.png ... or an array (T, H, W, 3|4); cameras: a
     cameras.json path or its dict; config: a `QUALITY` preset or your own (iters and resolution
-    override its values). progress(stage, done, total) follows each stage once the inputs are read
-    and checked (bad inputs raise before any report); the optimise stage counts its planned steps
-    weighted by their cost (`schedule.step_cost`), so a rate-based ETA holds across the coarse-to-fine
-    plan, and jumps to its total when the fit stops early.
+    override its values). progress(stage, done, total) follows each stage after the first (reading
+    and checking the inputs, so bad inputs raise before any report); the optimise stage counts its
+    planned steps weighted by their cost (`schedule.step_cost`), so a rate-based ETA holds across the
+    coarse-to-fine plan, and jumps to its total when the fit stops early.
     """
     check_format(out_path)
     config = config or MeshConfig()
@@ -104,15 +104,20 @@ def reconstruct_mesh(frames_dir_or_array, cameras, out_path, iters: int | None =
     counts = {"optimise": config.fit.iters}  # what each stage counts to (the others: 1)
     clock = time.perf_counter()
 
+    last_report = None
+
     def report(stage: str, done: int, total: int) -> None:
-        if progress is not None:
+        nonlocal last_report
+        if progress is not None and (stage, done) != last_report:  # each state once: a repeat would restart a bar
             progress(stage, done, total)
+            last_report = stage, done
 
     def finish(stage: str, following: str | None) -> None:
         nonlocal clock
         seconds[stage] = time.perf_counter() - clock
         clock = time.perf_counter()
-        report(stage, counts.get(stage, 1), counts.get(stage, 1))
+        if stage != "masks":  # reading the inputs is not reported: it is where bad inputs fail
+            report(stage, counts.get(stage, 1), counts.get(stage, 1))
         if following is not None:
             report(following, 0, counts.get(following, 1))
 

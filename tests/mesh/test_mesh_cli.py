@@ -12,7 +12,7 @@ from sv3d_trt.cli import main
 from sv3d_trt.mesh import QUALITY, procedural_shape, reconstruct_mesh
 from sv3d_trt.mesh.cameras import orbit_cameras, sv3d_orbit
 from sv3d_trt.mesh.evaluate import render_ground_truth
-from sv3d_trt.mesh.schedule import step_cost
+from sv3d_trt.mesh.schedule import plan, step_cost
 
 
 def test_mesh_help_shows_presets_and_defaults():
@@ -57,11 +57,14 @@ def test_progress_follows_the_stages_and_weights_fine_steps(tmp_path):
                      fit=replace(default.fit, iters=20, coarse_resolution=32, early_stop=None))
     reconstruct_mesh(frames, cameras, tmp_path / "m.glb", config=config, progress=lambda *r: reports.append(r))
     stages = list(dict.fromkeys(stage for stage, _, _ in reports))
-    assert stages == ["masks", "carve", "optimise", "uv", "bake", "export"]
+    assert stages == ["carve", "optimise", "uv", "bake", "export"]  # reading the inputs comes before any report
+    assert len(set(reports)) == len(reports)  # no state twice (Progress would restart a finished bar)
     optimise = [done for stage, done, total in reports if stage == "optimise"]
-    assert optimise == sorted(optimise) and optimise[0] == 0 and optimise[-1] == 20
-    # 12 of the 20 steps run at 32 px: after them the bar stands at their share of the cost, not at 12.
-    coarse, fine = 12 * step_cost(32), 8 * step_cost(64)
-    assert optimise[12] == round(20 * coarse / (coarse + fine)) < 12, optimise
+    # Steps count by their cost: the 12 steps at 32 px advance the bar by less than the 8 at 64 px.
+    costs = [step_cost(r) for r in plan(config.fit, 64)]
+    assert plan(config.fit, 64) == [32] * 12 + [64] * 8
+    expected = [0] + [round(20 * sum(costs[:k + 1]) / sum(costs)) for k in range(20)]
+    assert optimise == list(dict.fromkeys(expected)), optimise
+    assert round(20 * sum(costs[:12]) / sum(costs)) < 12
     assert all(total == 20 for stage, _, total in reports if stage == "optimise")
     assert np.all([done <= total for _, done, total in reports])

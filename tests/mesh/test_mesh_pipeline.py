@@ -65,8 +65,9 @@ def test_acceptance_geometry(shape):
 
 
 # With --perturb default (exposure/white-balance drift, blur, noise, eroded silhouettes, cameras off by up to
-# 1.5 degrees and 2 % in radius) the issue asks for F-score@2% >= 0.8. Measured at 128 px, 100 steps (1 thread):
-# sphere 0.0097 / 0.944, box 0.0119 / 0.827.
+# 1.5 degrees and 2 % in radius) the issue asks for F-score@2% >= 0.8. Measured at 128 px, 100 steps (1 thread,
+# 100k samples): sphere 0.0091 / 0.947, box 0.0100 / 0.865 (0.0119 / 0.827 before the camera corrections lost
+# their common part, 0.0134 / 0.774 with a 10x tighter camera prior).
 PERTURBED = {"sphere": (0.015, 0.8), "torus": (0.015, 0.8), "box": (0.015, 0.8)}
 
 
@@ -87,9 +88,10 @@ def test_acceptance_textured_sphere_psnr():
 
 def test_acceptance_textured_sphere_perturbed_has_no_seams():
     """Per-view gains and corrected cameras keep the views' exposure drift out of the texture: the baked
-    texture steps no more across the bake's view boundaries than within a view, and the re-render matches
-    the unperturbed ground truth. Measured without the per-view refinement: seam_step 1.64, psnr 23.0 dB."""
+    texture steps hardly more across the bake's view boundaries than within a view, and the re-render matches
+    the unperturbed ground truth. Measured at 128 px, 100 steps: seam_step 0.0012, psnr 26.3 dB; without
+    the per-view refinement and the Huber term (FitConfig(refine_views=False, huber=None)): 0.0253, 23.0 dB."""
     scores = evaluate(procedural_shape("textured_sphere"), resolution=ACCEPT_RESOLUTION, iters=ACCEPT_ITERS,
                       samples=20_000, perturb="default")
-    assert scores["seam_step"] <= 1.2, scores
+    assert scores["seam_step"] <= 0.005, scores
     assert scores["psnr"] >= 24.0, scores
