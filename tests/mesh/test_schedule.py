@@ -1,8 +1,12 @@
 """Coarse-to-fine plan and early stop of the mesh fit."""
 import random
 
+import pytest
+
+from sv3d_trt.errors import MeshError
+from sv3d_trt.mesh import QUALITY, quality_config
 from sv3d_trt.mesh.optimize import FitConfig
-from sv3d_trt.mesh.schedule import LEVEL_STEP, Convergence, plan
+from sv3d_trt.mesh.schedule import LEVEL_STEP, Convergence, plan, step_cost
 
 
 def test_plan_rises_in_level_steps_then_holds_the_final_resolution():
@@ -26,3 +30,15 @@ def test_convergence_waits_for_a_flat_loss():
     assert flat.converged() and not falling.converged()
     flat.reset()
     assert not flat.converged()
+
+
+def test_presets_end_at_their_resolution_and_cost_in_order():
+    costs = {}
+    for name, config in QUALITY.items():
+        steps = plan(config.fit, config.resolution)
+        assert steps[-1] == config.resolution and len(steps) == config.fit.iters
+        costs[name] = sum(step_cost(r) for r in steps)
+    assert costs["draft"] < costs["default"] < costs["high"]
+    assert quality_config("default") == QUALITY["default"]
+    with pytest.raises(MeshError, match="unknown mesh quality 'best'"):
+        quality_config("best")
