@@ -68,3 +68,12 @@ def test_progress_follows_the_stages_and_weights_fine_steps(tmp_path):
     assert round(20 * sum(costs[:12]) / sum(costs)) < 12
     assert all(total == 20 for stage, _, total in reports if stage == "optimise")
     assert np.all([done <= total for _, done, total in reports])
+
+
+def test_mesh_eval_help_lists_the_perturbations():
+    from sv3d_trt.mesh.perturb import PERTURB
+
+    result = CliRunner().invoke(main, ["mesh-eval", "--help"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"[{'|'.join(PERTURB)}]" in text and "[default: none]" in text
