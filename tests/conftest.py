@@ -13,7 +13,7 @@ def pytest_collection_modifyitems(config, items):
     mesh_tests = Path(__file__).parent / "mesh"
     for item in items:
         if mesh_tests in item.path.parents:
-            item.add_marker(pytest.mark.mesh)  # the slowest part on a CPU: -m "not mesh" leaves it out
+            item.add_marker(pytest.mark.mesh)  # mesh fits on the CPU: -m "not mesh" leaves them out
         if "slow" in item.keywords and not run_slow:
             item.add_marker(skip_slow)
         if "gpu" in item.keywords:
