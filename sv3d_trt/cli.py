@@ -109,9 +109,9 @@ def _load_and_generate(checkpoint, image, out, seed, steps, orbit, elevation, de
     with Progress() as progress:
         with progress.stage(f"load {checkpoint}"):
             pipe = Pipeline.from_checkpoint(checkpoint, **backend)
-        outcome = BatchRunner(pipe, settings, source=checkpoint).write(
-            image, Path(out), on_step=_stages(progress, Path(str(image)).name, steps),
-            on_save=lambda: progress.report(f"save {out}", 0, None))
+        with BatchRunner(pipe, settings, source=checkpoint) as runner:
+            outcome = runner.write(image, Path(out), on_step=_stages(progress, Path(str(image)).name, steps),
+                                   on_save=lambda: progress.report(f"save {out}", 0, None))
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.timings.items())
     click.echo(f"wrote {pipe.config.num_frames} frames, orbit.mp4, orbit.gif, cameras.json, run.json to {out} "
                f"({stages})")
@@ -288,7 +288,7 @@ def run(images, engines, onnx_dir, checkpoint, backend, device, out, seed, steps
     runner = BatchRunner(pipe, RunSettings(seed=seed, steps=steps, orbit=orbit, elevation=elevation,
                                            decode_chunk=decode_chunk, mesh=mesh), fallback=fallback, source=sources[0])
     click.echo(f"{pipe.backend.name} backend, {pipe.variant}, {len(images)} image(s) -> {out}")
-    with Progress() as progress:
+    with runner, Progress() as progress:
         steppers = [_stages(progress, images[0], steps, tail="decode and save")]  # the images in order
 
         def done(o):

@@ -123,7 +123,7 @@ class CheckInputs:
             step_x=batch(initial_noise_scale(float(sigmas[mid]))),
             sigma=float(sigmas[mid]),
             sigma_next=float(sigmas[mid + 1]),
-            loop_noise=batch(1.0),
+            loop_noise=batch(initial_noise_scale(float(sigmas[0]))),  # x0: denoise() takes it scaled
             decode_z=batch(1.0 / config.vae.scale_factor),
         )
 

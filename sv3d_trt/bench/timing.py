@@ -95,10 +95,10 @@ class CudaEventClock:
 
 def clock_for(backend) -> WallClock | CudaEventClock:
     """The right clock for a backend: CUDA events for torch on a GPU, else a synchronised wall clock."""
-    device = getattr(backend, "device", None)
-    if getattr(device, "type", None) == "cuda":
+    device = backend.device
+    if getattr(device, "type", None) == "cuda":  # a torch.device: the torch backends on a GPU
         return CudaEventClock(device)
-    return WallClock(getattr(backend, "synchronize", None))
+    return WallClock(backend.synchronize)
 
 
 def measure(fn: Callable[[int], Any], clock, warmup: int, iters: int) -> Stats:

@@ -120,6 +120,19 @@ class BatchRunner:
         self._fallback_factory = fallback
         self._fallback: Pipeline | None = None
 
+    def close(self) -> None:
+        """Close the pipeline and the fallback, if one was built (frees engines and device memory;
+        TensorRT-RTX saves its runtime cache here)."""
+        self.pipeline.close()
+        if self._fallback is not None:
+            self._fallback.close()
+
+    def __enter__(self) -> "BatchRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _generate(self, pipeline: Pipeline, image, on_step) -> Result:
         s = self.settings
         return pipeline.generate(image, orbit=s.orbit, elevation=s.elevation, seed=s.seed, steps=s.steps,
@@ -152,7 +165,7 @@ class BatchRunner:
             timings["save"] = time.perf_counter() - t0
             if self.settings.mesh:
                 t0 = time.perf_counter()
-                device = str(getattr(pipeline.backend, "device", "cpu"))  # the GPU of the run, if any
+                device = str(pipeline.backend.device)  # the GPU of the run, if any
                 _write_mesh(result, staging, device if device.startswith("cuda") else "cpu")
                 timings["mesh"] = time.perf_counter() - t0
             outcome.timings = {k: round(v, 4) for k, v in timings.items()}

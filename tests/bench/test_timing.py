@@ -46,9 +46,18 @@ def test_wall_clock_synchronises_around_the_call():
     assert clock.synchronizes
 
 
-def test_clock_for_a_cpu_backend_without_sync():
+def test_clock_for_a_cpu_backend_syncs_through_the_protocol():
+    """Every backend has synchronize() (runtime/backend.py); off CUDA the wall clock calls it
+    before and after the timed call, so queued work is billed to the call that queued it."""
+    calls = []
+
     class Backend:
-        device = None
+        device = "cpu"
+
+        def synchronize(self):
+            calls.append("sync")
 
     clock = clock_for(Backend())
-    assert clock.method == "wall-clock" and not clock.synchronizes
+    clock.time(lambda: calls.append("call"))
+    assert clock.method == "wall-clock" and clock.synchronizes
+    assert calls == ["sync", "call", "sync"]

@@ -77,6 +77,7 @@ def test_forcing_an_engine_backend_on_an_export_names_the_build(tiny_onnx_dir, t
 
 class _Backend:
     name = "fake"
+    device = "cpu"
 
     def describe(self):
         return {"backend": self.name}
@@ -91,6 +92,9 @@ class _Pipeline:
         self.backend = _Backend()
         self.error = error
         self.calls = 0
+
+    def close(self):
+        self.closed = True
 
     def generate(self, image, **kwargs):
         self.calls += 1
@@ -193,3 +197,12 @@ def test_mesh_is_written_into_the_image_directory(tmp_path, monkeypatch):
     assert outcome.ok, outcome.error
     assert calls == [((21, 16, 16, 3), 21, "cpu")]
     assert (tmp_path / "a" / "mesh.glb").read_bytes() == b"glTF" and "mesh" in outcome.timings
+
+
+def test_the_runner_closes_its_pipeline(tmp_path):
+    """`with BatchRunner(...)` (generate, demo, run) closes the pipeline at the end: engines and
+    device memory are freed and TensorRT-RTX saves its runtime cache (Backend.close)."""
+    pipe = _Pipeline()
+    with BatchRunner(pipe, RunSettings()) as runner:
+        (outcome,) = runner.run(["a.png"], tmp_path)
+    assert outcome.ok and pipe.closed
