@@ -187,8 +187,9 @@ def new_manifest_data(
         "targets": list(targets),
         "precision": Precision(precision).value,
         "onnx_dir": str(Path(onnx_dir).resolve()),
-        "export": {k: export_info[k] for k in ("config", "variant", "precision", "checkpoint_sha256")
-                   if k in export_info},
+        "export": {**{k: export_info[k] for k in ("config", "variant", "precision", "checkpoint_sha256")
+                      if k in export_info},
+                   "graphs": sorted(engines)},  # so verify finds a graph gone missing without the export
         "engines": engines,
     }
 
@@ -264,18 +265,17 @@ def _onnx_problems(what: str, source: dict, directory: Path, since: str = "the b
     return problems
 
 
-def _export_problems(manifest: Manifest, sources: Path) -> list[str]:
+def _export_problems(manifest: Manifest, sources: Path) -> tuple[list[str], list[str]]:
     """The export beside the sources must be the one the engines were built from: the same
-    config, variant and precision, and an engine for every graph it lists."""
+    config, variant and precision. Returns (problems, the graphs that export lists)."""
     try:
         info = read_export_info(sources)
     except StaleEngineError as e:
-        return [str(e)]
+        return [str(e)], []
     built = manifest.data.get("export", {})
-    problems = [f"built from a {built[k]} export, but {sources} holds a {info[k]} one ({k})"
-                for k in ("config", "variant", "precision") if k in built and built[k] != info[k]]
-    return problems + [f"{g}: the export has this graph, the manifest no engine for it"
-                       for g in info.get("graphs", {}) if g not in manifest.engines]
+    return ([f"built from a {built[k]} export, but {sources} holds a {info[k]} one ({k})"
+             for k in ("config", "variant", "precision") if k in built and built[k] != info[k]],
+            list(info.get("graphs", {})))
 
 
 def verify_engines(directory: str | os.PathLike, onnx_dir: str | os.PathLike | None = None) -> Manifest:
@@ -294,11 +294,16 @@ def verify_engines(directory: str | os.PathLike, onnx_dir: str | os.PathLike | N
             problems.append(f"{graph}: engine {path} is corrupt or was replaced (sha256 differs)")
         if "built_from" in entry:
             problems += [f"{graph}: {p}" for p in _onnx_problems("quantized graph", entry["built_from"], manifest.directory)]
+    expected = list(manifest.data.get("export", {}).get("graphs", []))  # the graphs built, recorded at build time
     sources = Path(onnx_dir) if onnx_dir is not None else Path(manifest.data.get("onnx_dir", ""))
     if onnx_dir is not None or (manifest.data.get("onnx_dir") and sources.is_dir()):
-        problems += _export_problems(manifest, sources)
+        export_problems, exported = _export_problems(manifest, sources)
+        problems += export_problems
+        expected += [g for g in exported if g not in expected]
         for graph, entry in manifest.engines.items():
             problems += [f"{graph}: {p}" for p in _onnx_problems("source", entry["source"], sources)]
+    problems += [f"{g}: the export has this graph, the manifest no engine for it"
+                 for g in expected if g not in manifest.engines]
     if problems:
         raise StaleEngineError(
             f"engines in {manifest.directory} do not match their manifest:\n  - "

@@ -107,6 +107,9 @@ def check_manifest(data, path: Path) -> dict:
     c.choice(export, "config", CONFIG_NAMES, "export.", optional=True)
     c.choice(export, "variant", VARIANT_NAMES, "export.", optional=True)
     c.choice(export, "precision", EXPORT_PRECISIONS, "export.", optional=True)
+    for graph in c.field(export, "graphs", list, "export.", optional=True) or []:
+        if graph not in GRAPH_NAMES:
+            c.fail(f"export.graphs: {str(graph)[:40]!r} is not one of the graphs {', '.join(GRAPH_NAMES)}")
     if not c.field(data, "engines", dict):
         c.fail("'engines' is empty: no engine was built")
     for entry, where in c.per_graph(data, "engines"):

@@ -186,3 +186,23 @@ def test_engine_file_outside_the_folder_is_refused(engines, tmp_path):
     (out / MANIFEST_NAME).write_text(json.dumps(data))
     with pytest.raises(StaleEngineError, match="must name a file inside"):
         verify_engines(out)
+
+
+def test_verify_refuses_a_graph_dropped_from_the_manifest_without_the_export(engines):
+    """The build records which graphs it built, so a manifest that lost one is refused even
+    when the export folder is gone (nothing else to compare against)."""
+    out, onnx_dir = engines
+    data = json.loads((out / MANIFEST_NAME).read_text())
+    assert sorted(data["export"]["graphs"]) == sorted(data["engines"]) and len(data["engines"]) > 1
+    dropped = sorted(data["engines"])[0]
+    del data["engines"][dropped]
+    (out / MANIFEST_NAME).write_text(json.dumps(data))
+    shutil.rmtree(onnx_dir)
+    with pytest.raises(StaleEngineError, match=f"{dropped}: the export has this graph, the manifest no engine"):
+        verify_engines(out)
+
+
+def test_verify_refuses_an_unknown_recorded_graph(engines):
+    out, _ = engines
+    with pytest.raises(StaleEngineError, match="export.graphs: 'unet2' is not one of the graphs"):
+        _edit_manifest(out, export__graphs=["clip", "unet2"])
