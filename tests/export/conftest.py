@@ -20,17 +20,6 @@ FRAMES, LATENT, CH, VEC, CTX = 3, 8, 32, 16, 32
 GENERATIONS, STEPS = 3, 6
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """One intra-op thread for the modules that run the tiny UNet (`pytestmark = usefixtures`): on a
-    shared 2-core runner two spinning OpenMP threads per process made it 5-50x slower (measured
-    0.15 s per forward with 1 thread, 0.8-9 s with 2)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TinyStep(nn.Module):
     """x_t, sigma, sigma_next, concat, vector, cfg_scale, attn_ctx -> x_next."""
 
