@@ -35,6 +35,7 @@ class LossWeights:
     laplacian: float = 0.02
     normal: float = 0.05
     albedo_smooth: float = 0.02
+    crease_degrees: float | None = 30.0  # robust normal term, keeps creases (`regularize.normal_consistency`)
 
 
 def mesh_loss(image: torch.Tensor, alpha: torch.Tensor, target_rgb: torch.Tensor, target_mask: torch.Tensor,
@@ -52,7 +53,7 @@ def mesh_loss(image: torch.Tensor, alpha: torch.Tensor, target_rgb: torch.Tensor
         "color": _huber(residual, huber) if huber is not None else residual.pow(2).mean(),
         "mask": (alpha - target_mask).pow(2).mean(),
         "laplacian": laplacian_energy(vertices, edges, edge_length),
-        "normal": normal_consistency(vertices, faces, face_pairs),
+        "normal": normal_consistency(vertices, faces, face_pairs, weights.crease_degrees),
         "albedo_smooth": uniform_laplacian(albedo, edges).pow(2).sum(-1).mean() * ALBEDO_SMOOTH_SCALE,
     }
     total = sum(getattr(weights, name) * value for name, value in terms.items())
