@@ -323,10 +323,13 @@ def run(images, engines, onnx_dir, checkpoint, backend, device, out, seed, steps
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]")
 @_friendly
 def mesh_command(frames_dir, cameras_path, out, quality, iters, resolution, device):
-    """Reconstruct a textured mesh from 21 orbit frames (frame_000.png ...) and their cameras."""
+    """Reconstruct a textured mesh from 21 orbit frames (frame_000.png ...) and their cameras.
+
+    FRAMES_DIR may also be the folder `generate`, `run` or `demo` wrote, when it holds one orbit."""
     from .mesh import quality_config, reconstruct_mesh
     from .progress import Progress
 
+    frames_dir = _orbit_folder(Path(frames_dir))
     cameras_path = cameras_path or str(Path(frames_dir) / "cameras.json")
     with Progress() as progress:
         result = reconstruct_mesh(frames_dir, cameras_path, out, iters=iters, resolution=resolution,
@@ -336,10 +339,27 @@ def mesh_command(frames_dir, cameras_path, out, quality, iters, resolution, devi
     _write_viewer(Path(out).parent)  # the folder's viewer, now with the mesh
 
 
+def _orbit_folder(folder: Path) -> Path:
+    """The folder with the frames: `folder` itself, or its one subfolder holding an orbit (a result folder)."""
+    if (folder / "frame_000.png").is_file():
+        return folder
+    orbits = sorted(p for p in folder.iterdir() if (p / "frame_000.png").is_file() and (p / "cameras.json").is_file())
+    if len(orbits) == 1:
+        click.echo(f"frames: {orbits[0]}")
+        return orbits[0]
+    if len(orbits) > 1:
+        names = ", ".join(p.name for p in orbits)
+        raise SV3DError(f"{folder} holds {len(orbits)} orbits ({names}); pass one of them as FRAMES_DIR")
+    return folder  # reading the frames names what is missing
+
+
 @main.command("mesh-eval")
 @click.argument("mesh_file")
-@click.option("--resolution", type=int, default=128, show_default=True)
-@click.option("--iters", type=int, default=100, show_default=True)
+@click.option("--quality", type=click.Choice(["draft", "default", "high"]), default="default", show_default=True,
+              help="the `sv3d-trt mesh` preset to score")
+@click.option("--resolution", type=click.IntRange(32, 1024), default=None,
+              help="frame and fit resolution  [default: the preset's]")
+@click.option("--iters", type=click.IntRange(1, 10_000), default=None, help="planned steps  [default: the preset's]")
 @click.option("--elevation", type=float, default=10.0, show_default=True, help="orbit elevation in degrees")
 @click.option("--perturb", type=click.Choice(["none", "default", "strong"]), default="none", show_default=True,
               help="degrade the views like generated ones: exposure/colour drift, blur, noise, eroded masks, "
@@ -347,7 +367,7 @@ def mesh_command(frames_dir, cameras_path, out, quality, iters, resolution, devi
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the perturbation")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write the scores here")
 @_friendly
-def mesh_eval_command(mesh_file, resolution, iters, elevation, perturb, seed, json_out):
+def mesh_eval_command(mesh_file, quality, resolution, iters, elevation, perturb, seed, json_out):
     """Render MESH_FILE (watertight OBJ/PLY/GLB/STL, or a shape name: sphere, torus, box, composite,
     textured_sphere) at the SV3D orbit, reconstruct it and print the scores as JSON."""
     import json
@@ -355,9 +375,11 @@ def mesh_eval_command(mesh_file, resolution, iters, elevation, perturb, seed, js
 
     from .fileio import write_json_atomic
     from .mesh import SHAPES, evaluate, procedural_shape
+    from .mesh.pipeline import quality_config
 
     mesh = procedural_shape(mesh_file) if mesh_file in SHAPES and not Path(mesh_file).exists() else mesh_file
-    scores = evaluate(mesh, resolution=resolution, iters=iters, elevation_deg=elevation, perturb=perturb, seed=seed)
+    scores = evaluate(mesh, resolution=resolution, iters=iters, elevation_deg=elevation, perturb=perturb, seed=seed,
+                      config=quality_config(quality))
     if json_out:
         write_json_atomic(json_out, scores)
     click.echo(json.dumps(scores, indent=2))

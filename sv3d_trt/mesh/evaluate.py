@@ -69,10 +69,13 @@ def render_ground_truth(mesh: trimesh.Trimesh, cameras: dict, resolution: int, a
     return premultiplied + (1.0 - coverage)
 
 
-def evaluate(mesh, resolution: int = 128, iters: int = 100, elevation_deg: float = 10.0,
+def evaluate(mesh, resolution: int | None = None, iters: int | None = None, elevation_deg: float = 10.0,
              config: MeshConfig | None = None, samples: int = 100_000, out_dir: str | Path | None = None,
              perturb: str = "none", seed: int = 0) -> dict:
     """Scores of the reconstruction of `mesh` (a path or a watertight trimesh) as a JSON-ready dict.
+
+    config: the mesh settings (a `pipeline.QUALITY` preset; default: the default preset), with resolution
+    (of the rendered frames and the fit) and iters overriding its own when given.
 
     perturb (`perturb.PERTURB`): render the views at jittered cameras and degrade them like generated
     views (seeded by `seed`); the reconstruction gets the nominal cameras, and its re-render is scored
@@ -80,6 +83,9 @@ def evaluate(mesh, resolution: int = 128, iters: int = 100, elevation_deg: float
     """
     gt = normalise(load_watertight(mesh) if isinstance(mesh, (str, Path)) else mesh)
     p = perturbation(perturb)
+    config = config or MeshConfig()
+    resolution = resolution or config.resolution
+    iters = iters or config.fit.iters
     elevations, azimuths = sv3d_orbit(elevation_deg=elevation_deg)
     cameras = orbit_cameras(elevations, azimuths, image_size=resolution)
     clean = render_ground_truth(gt, cameras, resolution)
@@ -88,7 +94,7 @@ def evaluate(mesh, resolution: int = 128, iters: int = 100, elevation_deg: float
         generator = np.random.default_rng(seed)
         seen_from = jitter_cameras(elevations, azimuths, RADIUS, resolution, p, generator)
         frames = perturb_views(render_ground_truth(gt, seen_from, resolution, alpha=True), p, generator)
-    config = replace(config or MeshConfig(), resolution=resolution)
+    config = replace(config, resolution=resolution)
     config = replace(config, fit=replace(config.fit, iters=iters), texture_size=min(config.texture_size, 4 * resolution))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sv3d_mesh_eval_") as tmp:
