@@ -320,7 +320,7 @@ def run(images, engines, onnx_dir, checkpoint, backend, device, out, seed, steps
               help="planned optimisation steps (the fit may stop sooner once converged)")
 @click.option("--resolution", type=click.IntRange(32), default=None, show_default="from --quality",
               help="final working resolution in pixels")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]")
+@click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu or cuda[:N]")
 @_friendly
 def mesh_command(frames_dir, cameras_path, out, quality, iters, resolution, device):
     """Reconstruct a textured mesh from 21 orbit frames (frame_000.png ...) and their cameras.
@@ -365,9 +365,10 @@ def _orbit_folder(folder: Path) -> Path:
               help="degrade the views like generated ones: exposure/colour drift, blur, noise, eroded masks, "
                    "cameras off by degrees")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the perturbation")
+@click.option("--device", default="cpu", show_default=True, callback=_device, help="where the reconstruction runs: cpu or cuda[:N]")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write the scores here")
 @_friendly
-def mesh_eval_command(mesh_file, quality, resolution, iters, elevation, perturb, seed, json_out):
+def mesh_eval_command(mesh_file, quality, resolution, iters, elevation, perturb, seed, device, json_out):
     """Render MESH_FILE (watertight OBJ/PLY/GLB/STL, or a shape name: sphere, torus, box, composite,
     textured_sphere) at the SV3D orbit, reconstruct it and print the scores as JSON."""
     import json
@@ -379,7 +380,7 @@ def mesh_eval_command(mesh_file, quality, resolution, iters, elevation, perturb,
 
     mesh = procedural_shape(mesh_file) if mesh_file in SHAPES and not Path(mesh_file).exists() else mesh_file
     scores = evaluate(mesh, resolution=resolution, iters=iters, elevation_deg=elevation, perturb=perturb, seed=seed,
-                      config=quality_config(quality))
+                      config=quality_config(quality), device=device)
     if json_out:
         write_json_atomic(json_out, scores)
     click.echo(json.dumps(scores, indent=2))

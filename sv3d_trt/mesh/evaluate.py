@@ -20,6 +20,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from ..cameras import RADIUS
+from ..devices import check_torch_device
 from .cameras import load_cameras, orbit_cameras, sv3d_orbit
 from .metrics import mesh_scores, psnr, seam_step
 from .mesh_io import load_watertight
@@ -71,7 +72,7 @@ def render_ground_truth(mesh: trimesh.Trimesh, cameras: dict, resolution: int, a
 
 def evaluate(mesh, resolution: int | None = None, iters: int | None = None, elevation_deg: float = 10.0,
              config: MeshConfig | None = None, samples: int = 100_000, out_dir: str | Path | None = None,
-             perturb: str = "none", seed: int = 0) -> dict:
+             perturb: str = "none", seed: int = 0, device: str = "cpu") -> dict:
     """Scores of the reconstruction of `mesh` (a path or a watertight trimesh) as a JSON-ready dict.
 
     config: the mesh settings (a `pipeline.QUALITY` preset; default: the default preset), with resolution
@@ -82,6 +83,7 @@ def evaluate(mesh, resolution: int | None = None, iters: int | None = None, elev
     (psnr) against the unperturbed ground truth.
     """
     gt = normalise(load_watertight(mesh) if isinstance(mesh, (str, Path)) else mesh)
+    device = check_torch_device(str(device))  # before the ground truth is rendered
     p = perturbation(perturb)
     config = config or MeshConfig()
     resolution = resolution or config.resolution
@@ -99,7 +101,7 @@ def evaluate(mesh, resolution: int | None = None, iters: int | None = None, elev
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sv3d_mesh_eval_") as tmp:
         out = Path(out_dir or tmp) / "reconstruction.glb"
-        result = reconstruct_mesh(frames.numpy(), cameras, out, config=config)
+        result = reconstruct_mesh(frames.numpy(), cameras, out, config=config, device=device)
         seconds = time.perf_counter() - start
     pred = normalise(trimesh.Trimesh(result.vertices, result.faces, process=True))
     scores = mesh_scores(pred, gt, samples)
@@ -109,4 +111,4 @@ def evaluate(mesh, resolution: int | None = None, iters: int | None = None, elev
     return {**scores, "psnr": psnr(result.renders, clean), "seam_step": seams, "seconds": seconds,
             "stage_seconds": result.seconds, "faces": int(len(result.faces)), "resolution": resolution,
             "iters": iters, "steps": len(result.losses), "elevation_deg": elevation_deg, "perturb": perturb,
-            "seed": seed}
+            "seed": seed, "device": str(device)}

@@ -6,7 +6,8 @@ total = w_color  * mean (render - frame)^2                 photometric: albedo x
       + w_normal * mean (1 - cos) over adjacent face pairs  flatness: normals of neighbouring faces agree
       + w_albedo * ALBEDO_SMOOTH_SCALE * mean |L albedo|^2  texture smoothness: neighbouring colours agree
 
-The colour term can be robust (Huber, `huber`): squared below a colour error of `huber`, linear
+The normal term can keep creases (`crease_degrees`: it levels off beyond that bend, so a box's
+edges stay sharp while small wrinkles are smoothed). The colour term can be robust (Huber, `huber`): squared below a colour error of `huber`, linear
 above, so a frame whose colours are off (a generated view's exposure jump, flicker) pulls the
 surface with a bounded force instead of one that grows with the error.
 
@@ -35,25 +36,25 @@ class LossWeights:
     laplacian: float = 0.02
     normal: float = 0.05
     albedo_smooth: float = 0.02
-    crease_degrees: float | None = 30.0  # robust normal term, keeps creases (`regularize.normal_consistency`)
 
 
 def mesh_loss(image: torch.Tensor, alpha: torch.Tensor, target_rgb: torch.Tensor, target_mask: torch.Tensor,
               vertices: torch.Tensor, faces: torch.Tensor, edges: torch.Tensor, face_pairs: torch.Tensor,
               albedo: torch.Tensor, edge_length: float, weights: LossWeights,
-              huber: float | None = None) -> tuple[torch.Tensor, dict]:
+              huber: float | None = None, crease_degrees: float | None = None) -> tuple[torch.Tensor, dict]:
     """-> (weighted total, {term name: unweighted value}) for one step's rendered views.
 
     image/target_rgb (N, H, W, 3), alpha/target_mask (N, H, W); vertices/albedo (V, 3), faces (F, 3),
     edges (E, 2) and face_pairs (E, 2) of the current mesh; edge_length is the mean target edge length;
-    huber: the colour error beyond which the colour term grows linearly instead of quadratically.
+    huber: the colour error beyond which the colour term grows linearly instead of quadratically;
+    crease_degrees: the bend beyond which the normal term levels off (`regularize.normal_consistency`).
     """
     residual = image - target_rgb
     terms = {
         "color": _huber(residual, huber) if huber is not None else residual.pow(2).mean(),
         "mask": (alpha - target_mask).pow(2).mean(),
         "laplacian": laplacian_energy(vertices, edges, edge_length),
-        "normal": normal_consistency(vertices, faces, face_pairs, weights.crease_degrees),
+        "normal": normal_consistency(vertices, faces, face_pairs, crease_degrees),
         "albedo_smooth": uniform_laplacian(albedo, edges).pow(2).sum(-1).mean() * ALBEDO_SMOOTH_SCALE,
     }
     total = sum(getattr(weights, name) * value for name, value in terms.items())

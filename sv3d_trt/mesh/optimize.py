@@ -58,6 +58,7 @@ class FitConfig:
     albedo_delay: float = 0.3  # fraction of the steps with the albedo held, so the light takes the shading first
     weights: LossWeights = field(default_factory=LossWeights)
     huber: float | None = 0.1  # robust colour term (`loss.mesh_loss`); None: plain squared error
+    crease_degrees: float | None = 30.0  # crease-keeping normal term (`loss.mesh_loss`); None: plain 1 - cos
     refine_views: bool = True  # fit per-view gains and camera corrections (`nuisance`) with the mesh
     refine_start: float = 0.2  # fraction of the steps before they move (the hull first takes its rough shape)
     lr_gain: float = 0.005
@@ -199,7 +200,7 @@ def fit(vertices: torch.Tensor, faces: torch.Tensor, level: Callable[[int], tupl
         image = out.image if nuisance is None else nuisance.shade(out.image, out.alpha, index)
         loss, _ = mesh_loss(image, out.alpha, frames.rgb[index], frames.mask[index], opt.vertices, opt.faces,
                             opt.edges, opt.face_pairs, opt.albedo, float(opt.target.mean()), config.weights,
-                            config.huber)
+                            config.huber, config.crease_degrees)
         if nuisance is not None:
             nuisance.zero_grad()
             loss = loss + config.weight_prior * nuisance.penalty()

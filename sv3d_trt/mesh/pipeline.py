@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..devices import check_torch_device
 from ..fileio import write_bytes_atomic
 from .bake import bake_texture
 from .cameras import CameraRig, Views, load_cameras
@@ -99,7 +100,7 @@ def reconstruct_mesh(frames_dir_or_array, cameras, out_path, iters: int | None =
         config = replace(config, resolution=resolution)
     if iters is not None:
         config = replace(config, fit=replace(config.fit, iters=iters))
-    device = torch.device(device)
+    device = torch.device(check_torch_device(str(device)))  # a missing GPU: one clear error, before any work
     seconds: dict[str, float] = {}
     counts = {"optimise": config.fit.iters}  # what each stage counts to (the others: 1)
     clock = time.perf_counter()

@@ -36,7 +36,7 @@ def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, pairs: torch
 
     crease_degrees: robust instead (Geman-McClure): d = 1 - cos becomes c d / (c + d) with c = 1 - cos(crease),
     equal to d for small angles but levelling off beyond the crease angle, so a box's 90-degree edges pull
-    with a sixtieth of the force a smooth bend of that angle would: they stay sharp while noise is smoothed.
+    with a seventieth of the force a smooth bend of that angle would: they stay sharp while noise is smoothed.
     """
     v0, v1, v2 = vertices[faces].unbind(1)
     normals = F.normalize(torch.cross(v1 - v0, v2 - v0, dim=-1), dim=-1, eps=1e-12)  # (F, 3)

@@ -3,10 +3,11 @@
 An orbit near the equator never sees an object's underside, and the visual hull there bulges down
 to wherever the viewing cones meet (for a box seen from 10 degrees elevation, 20 % of its height).
 Neither masks nor colours can move those vertices, so the fit replaces them, at every remesh, with
-a surface spanning the seen rim (`fill_unseen`), never outside the hull the masks allow:
+a surface spanning the seen rim (`fill_unseen`):
 
 - the harmonic (uniform-Laplacian) membrane where the seen surface meets it at a crease: flat
-  under a flat rim, the way most objects rest on the ground (a box, the scanned bunny's base);
+  under a flat rim, the way most objects rest on the ground (a box, the scanned bunny's base), and
+  never outside the hull the masks allow;
 - the biharmonic surface where the seen surface meets the membrane gently, still curving away
   from the cameras: it continues the rim's position and slope (a ball's underside closes as a cap).
 

@@ -105,3 +105,13 @@ def test_mesh_refuses_a_folder_with_several_orbits(tmp_path):
     assert result.exit_code == 1
     assert f"error: {tmp_path / 'runs'} holds 2 orbits (a, b); pass one of them as FRAMES_DIR" in result.output
     assert not (tmp_path / "m.glb").exists()
+
+
+def test_unusable_device_is_one_line(tmp_path):
+    """cuda:99 exists nowhere: on a CPU machine no driver, on a GPU machine too few devices; never a traceback."""
+    _orbit(tmp_path / "orbit", size=16)
+    for command in (["mesh", str(tmp_path / "orbit"), "--out", str(tmp_path / "m.glb")], ["mesh-eval", "sphere"]):
+        result = CliRunner().invoke(main, [*command, "--device", "cuda:99"])
+        assert result.exit_code == 1, result.output
+        assert "error: --device cuda:99: " in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m.glb").exists()

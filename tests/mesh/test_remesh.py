@@ -1,3 +1,5 @@
+import math
+
 import torch
 import trimesh
 
@@ -69,3 +71,21 @@ def test_regularisers_vanish_on_flat_and_regular_meshes():
     nc = normal_consistency(bv, bf, adjacent_faces(bf))
     assert 0.0 < float(nc) < 1.0  # box: 12 of 18 edge pairs are at 90 degrees, 6 coplanar -> 2/3
     torch.testing.assert_close(nc, torch.tensor(2.0 / 3.0))
+
+
+def test_robust_normal_term_keeps_creases():
+    """Geman-McClure on 1 - cos: the same as the plain term for a slight bend, levelled off for a box's edge."""
+    def hinge(degrees):
+        a = math.radians(degrees)
+        vertices = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.5, -math.cos(a), math.sin(a)]],
+                                requires_grad=True)
+        faces = torch.tensor([[0, 1, 2], [1, 0, 3]])
+        return vertices, faces, torch.tensor([[0, 1]])
+
+    vertices, faces, pairs = hinge(5.0)
+    plain, robust = normal_consistency(vertices, faces, pairs), normal_consistency(vertices, faces, pairs, 30.0)
+    assert abs(float(robust) / float(plain) - 1.0) < 0.03
+    vertices, faces, pairs = hinge(90.0)
+    plain_grad = torch.autograd.grad(normal_consistency(vertices, faces, pairs), vertices)[0].norm()
+    robust_grad = torch.autograd.grad(normal_consistency(vertices, faces, pairs, 30.0), vertices)[0].norm()
+    assert float(robust_grad) < float(plain_grad) / 50  # c^2 / (c + 1)^2 = 1/72 of the plain pull

@@ -63,6 +63,23 @@ def test_membrane_is_flat_under_a_flat_rim():
     assert torch.equal(filled[~underside], bulged[~underside])
 
 
+def test_gentle_rim_is_continued_as_a_cap():
+    """A ball's unseen underside meets the membrane at a gentle bend (here 30 degrees below latitude -60): the
+    fill continues the sphere (biharmonic) instead of cutting it flat; without continue_smooth it is the membrane."""
+    mesh = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    vertices = torch.tensor(mesh.vertices, dtype=torch.float32)
+    faces = torch.tensor(mesh.faces)
+    hidden = torch.rad2deg(torch.asin(vertices[:, 2] / 0.5)) < -60
+    squashed = vertices.clone()
+    squashed[hidden, 2] = -0.43 + 0.05 * torch.rand(int(hidden.sum()), generator=torch.Generator().manual_seed(0))
+    cap = fill_unseen(squashed, faces, ~hidden)
+    assert float((cap[hidden].norm(dim=1) - 0.5).abs().max()) < 0.01  # measured 0.006
+    assert float(cap[:, 2].min()) < -0.49
+    membrane = fill_unseen(squashed, faces, ~hidden, continue_smooth=False)
+    assert float((membrane[hidden].norm(dim=1) - 0.5).abs().max()) > 0.05  # measured 0.074: flat under the rim
+    assert torch.equal(cap[~hidden], squashed[~hidden]) and torch.equal(membrane[~hidden], squashed[~hidden])
+
+
 def test_ground_truth_renders_flat_faces_flat():
     # Shared corner normals would shade each face of a box as a gradient no flat geometry explains.
     frames = render_ground_truth(procedural_shape("box"), orbit_cameras(*sv3d_orbit(), image_size=96), 96)
