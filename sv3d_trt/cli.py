@@ -283,7 +283,11 @@ def run(images, engines, onnx_dir, checkpoint, backend, device, out, seed, steps
     if len(sources) != 1:
         raise click.UsageError("give exactly one of --engines DIR, --onnx DIR, --checkpoint CKPT")
     pipe = Pipeline.from_artifacts(sources[0], backend=backend, device=device)
-    _check_orbit(pipe.config, orbit, elevation, seed)
+    try:
+        _check_orbit(pipe.config, orbit, elevation, seed)
+    except BaseException:
+        pipe.close()  # the runner below owns it from then on
+        raise
     fallback = (lambda: Pipeline.from_artifacts(fp32_fallback, backend="ort", device=device)) if fp32_fallback else None
     runner = BatchRunner(pipe, RunSettings(seed=seed, steps=steps, orbit=orbit, elevation=elevation,
                                            decode_chunk=decode_chunk, mesh=mesh), fallback=fallback, source=sources[0])

@@ -206,3 +206,19 @@ def test_the_runner_closes_its_pipeline(tmp_path):
     with BatchRunner(pipe, RunSettings()) as runner:
         (outcome,) = runner.run(["a.png"], tmp_path)
     assert outcome.ok and pipe.closed
+
+
+def test_run_closes_its_pipeline_when_the_orbit_is_refused(tmp_path, monkeypatch):
+    """A bad --orbit is refused after the artifacts are opened (it needs their variant): the pipeline
+    opened for it is closed all the same, not left to the garbage collector."""
+    from sv3d_trt.runtime import Pipeline
+
+    pipe = _Pipeline()
+    pipe.config = type("Config", (), {"variant": "sv3d_u", "num_frames": 21})()
+    monkeypatch.setattr(Pipeline, "from_artifacts", staticmethod(lambda *a, **k: pipe))
+    checkpoint = tmp_path / "ck.safetensors"
+    checkpoint.write_bytes(b"x")
+    result = CliRunner().invoke(main, ["run", str(example_image_path("mug")), "--checkpoint", str(checkpoint),
+                                       "--out", str(tmp_path / "out"), "--orbit", "dynamic"])
+    assert result.exit_code != 0 and "error:" in result.output, result.output
+    assert pipe.closed
