@@ -11,11 +11,11 @@ mask, Laplacian, normal-consistency and albedo-smoothness terms), Adam, and a re
 albedo stays at the mean colour for the first `albedo_delay` of the steps, so shading lands in the
 light and the geometry rather than in the texture. Every remesh also re-spans what no camera sees
 over its (moving) rim (`sv3d_trt.mesh.unseen`): with the flat membrane during the first half of
-the steps, while the mesh is still close to the carved hull, and from `smooth_fill_from` on with
-the surface that fits the seen rim: still the membrane where it meets the seen surface at a crease
-(a box's bottom, flat on the edges the masks place), a continuation where it meets it gently (a
-ball's underside). Left to the regularisers between refills instead, a box's bottom sagged at its
-rim by 3 % of its height over a 256 px fit; refilled with membranes only, a ball lost its cap.
+the steps, while the mesh is still close to the carved hull; at `smooth_fill_from` the fit reads
+once which patches meet the seen surface gently (a ball's underside) and continues those from then
+on, while the others keep the membrane (a box's bottom, flat on the edges the masks place). Left
+to the regularisers between refills instead, a box's bottom sagged at its rim by 3 % of its height
+over a 256 px fit; refilled with membranes only, a ball lost its cap.
 
 The working resolution rises coarse to fine over the steps (`schedule.plan`) and the fit stops once
 the final-resolution loss is flat (`schedule.Convergence`). Each view also gets a colour gain and a
@@ -41,7 +41,7 @@ from .regularize import adjacent_faces
 from .remesh import calc_edges, remesh
 from .render import fragments, interpolate, render, vertex_normals
 from .schedule import Convergence, plan, step_cost
-from .unseen import fill_unseen, seen_vertices
+from .unseen import fill_unseen, gentle_rims, seen_vertices
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class FitConfig:
     lr_gain: float = 0.005
     lr_pose: float = 0.001  # radians (and relative distance) per step
     weight_prior: float = 1e-4  # pull of the nuisance parameters toward nominal (`ViewNuisance.penalty`)
-    smooth_fill_from: float = 0.5  # share of the steps after which unseen patches may continue a smooth rim
+    smooth_fill_from: float = 0.5  # share of the steps after which unseen patches with gentle rims are continued
     seed: int = 0
 
 
@@ -86,6 +86,7 @@ class MeshOptimizer:
         zeros = torch.zeros_like(self.vertices)
         # m: first moments (3 + 3), v: second moments (1 for position, 3 for albedo).
         self.moments = {"m": torch.cat([zeros, zeros], 1), "v": torch.zeros(len(vertices), 4, device=vertices.device)}
+        self.continued: torch.Tensor | None = None  # (V,) which unseen patches continue the surface (`fill_unseen`)
         self.steps = 0
 
     def zero_grad(self) -> None:
@@ -112,20 +113,26 @@ class MeshOptimizer:
     @torch.no_grad()
     def remesh(self, passes: int = 2) -> None:
         attributes = {"albedo": self.albedo.detach(), **self.moments}
+        if self.continued is not None:
+            attributes["continued"] = self.continued
         vertices, faces, attributes, target = remesh(self.vertices.detach(), self.faces, attributes, self.target,
                                                      passes)
         self.vertices = vertices.requires_grad_()
         self.albedo = attributes.pop("albedo").requires_grad_()
+        self.continued = attributes.pop("continued", None)
         self.moments = attributes
         self.faces, self.target = faces, target
         self.edges = calc_edges(faces)[0]
         self.face_pairs = adjacent_faces(faces)
 
     @torch.no_grad()
-    def fill_unseen(self, views: Views, continue_smooth: bool) -> None:
-        """Re-span the unseen vertices over the seen ones (`unseen.fill_unseen`); their optimiser state restarts."""
+    def fill_unseen(self, views: Views, decide: bool) -> None:
+        """Re-span the unseen vertices over the seen ones (`unseen.fill_unseen`); their optimiser state restarts.
+        decide: from now on continue the patches with gentle rims (`unseen.gentle_rims`, asked only this once)."""
         seen = seen_vertices(self.vertices.detach(), self.faces, views)
-        self.vertices = fill_unseen(self.vertices.detach(), self.faces, seen, continue_smooth).requires_grad_()
+        if decide and self.continued is None:
+            self.continued = gentle_rims(self.vertices.detach(), self.faces, seen)
+        self.vertices = fill_unseen(self.vertices.detach(), self.faces, seen, self.continued).requires_grad_()
         for moment in self.moments.values():
             moment[~seen] = 0.0
 
@@ -221,7 +228,7 @@ def fit(vertices: torch.Tensor, faces: torch.Tensor, level: Callable[[int], tupl
                 break
             opt.remesh()
             opt.fill_unseen(views if nuisance is None else nuisance.detached_views(views),
-                            continue_smooth=it + 1 >= config.smooth_fill_from * config.iters)
+                            decide=it + 1 >= config.smooth_fill_from * config.iters)
         if progress is not None:
             progress(done_cost / total_cost)
     if progress is not None:

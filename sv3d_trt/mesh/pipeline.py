@@ -139,7 +139,7 @@ def reconstruct_mesh(frames_dir_or_array, cameras, out_path, iters: int | None =
     step = 2.0 * bound / config.grid
     occupancy = carve(work.mask, views, -bound, step, config.grid)
     vertices, faces = hull_mesh(occupancy, -bound, step)
-    vertices = fill_unseen(vertices, faces, seen_vertices(vertices, faces, views), continue_smooth=False)
+    vertices = fill_unseen(vertices, faces, seen_vertices(vertices, faces, views))
     scale = float((vertices.max(0).values - vertices.min(0).values).max())  # sync
     finish("carve", "optimise")
     # 3. optimise

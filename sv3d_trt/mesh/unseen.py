@@ -11,9 +11,10 @@ a surface spanning the seen rim (`fill_unseen`):
 - the biharmonic surface where the seen surface meets the membrane gently, still curving away
   from the cameras: it continues the rim's position and slope (a ball's underside closes as a cap).
 
-Which one is read from the data: the median bend between the membrane and the seen faces along
-the rim, once the fit has moved the mesh away from the carved hull (measured over fits at 256 px:
-a sphere's 25-30 degrees against 47-66 for the box, composite and bunny).
+Which one is read from the data, once per fit (`gentle_rims`): the median bend between the membrane
+and the seen faces along the rim, after the fit has moved the mesh away from the carved hull
+(measured over fits at 256 px: a sphere's 25-30 degrees against 40-66 for the box, composite and
+bunny, perturbed views included).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from .remesh import calc_edges
 MIN_VIEWS = 2
 # Membranes whose median bend against the seen surface along their rim falls in this range are replaced by
 # the biharmonic continuation: below it the membrane already continues the surface, above it the rim is a crease.
-SMOOTH_RIM_DEGREES = (15.0, 40.0)
+SMOOTH_RIM_DEGREES = (15.0, 35.0)
 DEPTH_TOLERANCE = 0.02  # relative: a vertex within 2 % behind the visible surface still counts as seen
 FACING_MARGIN = 0.03  # cosine: a face counts as facing a camera from 1.7 degrees off edge-on
 
@@ -65,36 +66,80 @@ def seen_vertices(vertices: torch.Tensor, faces: torch.Tensor, views: Views) -> 
 
 
 def fill_unseen(vertices: torch.Tensor, faces: torch.Tensor, seen: torch.Tensor,
-                continue_smooth: bool = True) -> torch.Tensor:
+                continued: torch.Tensor | None = None) -> torch.Tensor:
     """Re-span the unseen vertices with the seen ones fixed -> (V, 3).
 
-    Every connected unseen patch first gets the harmonic (uniform-Laplacian) membrane over its rim. Where
-    that membrane meets the seen surface at a crease (median bend along the rim at or above the top of
-    SMOOTH_RIM_DEGREES: a box's bottom edge) it stays: the flat underside an object rests on; so it does
-    where it already continues the surface (below the range: a patch inside a box's top face). Where it meets
-    it at a gentle bend (the seen surface was still curving away from the cameras, a ball's underside) the
-    patch is re-solved as the biharmonic surface, L^2 x = 0, which continues the seen surface's position and
-    slope across the rim.
-    The bend is always measured on the membrane, never on a previous fill, so a fill cannot decide its own kind.
-    continue_smooth=False: membranes only (the bend says little while the mesh is still the carved hull).
+    Every connected unseen patch gets the harmonic (uniform-Laplacian) membrane over its rim, or, where
+    `continued` (V,) (a 0/1 vote per vertex, from `gentle_rims` and carried through remeshing) averages
+    above one half over the patch, the biharmonic surface L^2 x = 0, which continues the seen surface's
+    position and slope across the rim.
     """
     hidden = (~seen).cpu().numpy()  # sync
     if not hidden.any() or hidden.all():
         return vertices
-    faces_np = faces.cpu().numpy()
-    edges = calc_edges(faces)[0].cpu().numpy()
-    n = len(vertices)
-    adjacency = sp.coo_matrix((np.ones(2 * len(edges)), (np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]])),
-                              shape=(n, n)).tocsr()
-    laplacian = (sp.diags(np.asarray(adjacency.sum(1)).ravel()) - adjacency).tocsr()
-    x = vertices.detach().cpu().double().numpy()
-    out = _solve(laplacian, x, hidden)
-    if not continue_smooth:
-        return torch.tensor(out, dtype=vertices.dtype, device=vertices.device)
-    smooth = _smooth_rim_patches(out, faces_np, adjacent_faces(faces).cpu().numpy(), adjacency, hidden)
-    if smooth.any():
-        out = _solve((laplacian @ laplacian).tocsr(), out, smooth)
+    mesh = _Mesh(vertices, faces)
+    out = _solve(mesh.laplacian, mesh.x, hidden)
+    if continued is not None:
+        vote = continued.detach().cpu().double().numpy()
+        count, label, index = mesh.patches(hidden)
+        smooth = np.zeros(len(out), dtype=bool)
+        for p in range(count):
+            members = index[label == p]
+            smooth[members] = vote[members].mean() > 0.5
+        if smooth.any():
+            out = _solve((mesh.laplacian @ mesh.laplacian).tocsr(), out, smooth)
     return torch.tensor(out, dtype=vertices.dtype, device=vertices.device)
+
+
+def gentle_rims(vertices: torch.Tensor, faces: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """(V,) float: 1 on the unseen vertices of patches whose membrane meets the seen surface gently, else 0.
+
+    Gentle: the median bend between the membrane's faces and the seen faces along the patch's rim falls in
+    SMOOTH_RIM_DEGREES. Above the range the rim is a crease (a box's bottom edge: the flat underside an
+    object rests on stays a membrane); below it the membrane already continues the surface (a patch inside a
+    box's top face). The fit asks this once, after the mesh has left the carved hull, and carries the answer
+    along: asked again later, a continued fill would decide its own kind (the regularisers round the seen
+    rim toward the bulge it made).
+    """
+    hidden = (~seen).cpu().numpy()  # sync
+    vote = np.zeros(len(vertices))
+    if hidden.any() and not hidden.all():
+        mesh = _Mesh(vertices, faces)
+        x = _solve(mesh.laplacian, mesh.x, hidden)  # measured on the membrane, whatever the fill was before
+        count, label, index = mesh.patches(hidden)
+        patch = np.full(len(x), -1)
+        patch[index] = label
+        f = mesh.faces
+        normals = np.cross(x[f[:, 1]] - x[f[:, 0]], x[f[:, 2]] - x[f[:, 0]])
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        face_patch = patch[f].max(1)  # -1: a seen face (all three vertices seen)
+        a, b = adjacent_faces(faces).cpu().numpy().T
+        rim = (face_patch[a] >= 0) != (face_patch[b] >= 0)  # edges between a seen face and a patch face
+        bend = np.degrees(np.arccos(np.clip((normals[a] * normals[b]).sum(1), -1.0, 1.0)))[rim]
+        owner = np.maximum(face_patch[a], face_patch[b])[rim]
+        for p in range(count):
+            if (owner == p).any() and SMOOTH_RIM_DEGREES[0] <= np.median(bend[owner == p]) < SMOOTH_RIM_DEGREES[1]:
+                vote[index[label == p]] = 1.0
+    return torch.tensor(vote, dtype=vertices.dtype, device=vertices.device)
+
+
+class _Mesh:
+    """The sparse operators of a triangle mesh, in float64 numpy for scipy's solvers."""
+
+    def __init__(self, vertices: torch.Tensor, faces: torch.Tensor):
+        self.x = vertices.detach().cpu().double().numpy()
+        self.faces = faces.cpu().numpy()
+        edges = calc_edges(faces)[0].cpu().numpy()
+        n = len(self.x)
+        rows, cols = np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]]
+        self.adjacency = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
+        self.laplacian = (sp.diags(np.asarray(self.adjacency.sum(1)).ravel()) - self.adjacency).tocsr()
+
+    def patches(self, hidden: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        """Connected patches of the hidden vertices: (count, label per hidden vertex, their vertex indices)."""
+        index = np.flatnonzero(hidden)
+        count, label = csgraph.connected_components(self.adjacency[index][:, index], directed=False)
+        return count, label, index
 
 
 def _solve(operator: sp.csr_matrix, x: np.ndarray, free: np.ndarray) -> np.ndarray:
@@ -103,23 +148,3 @@ def _solve(operator: sp.csr_matrix, x: np.ndarray, free: np.ndarray) -> np.ndarr
     out = x.copy()
     out[index] = spla.spsolve(operator[index][:, index].tocsc(), -operator[index][:, fixed] @ x[fixed]).reshape(-1, 3)
     return out
-
-
-def _smooth_rim_patches(x, faces, pairs, adjacency, hidden) -> np.ndarray:
-    """(V,) bool: the hidden vertices of patches whose membrane x meets the seen surface at a gentle bend."""
-    index = np.flatnonzero(hidden)
-    count, label = csgraph.connected_components(adjacency[index][:, index], directed=False)
-    patch = np.full(len(x), -1)
-    patch[index] = label
-    normals = np.cross(x[faces[:, 1]] - x[faces[:, 0]], x[faces[:, 2]] - x[faces[:, 0]])
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    face_patch = patch[faces].max(1)  # -1: a seen face (all three vertices seen)
-    a, b = pairs[:, 0], pairs[:, 1]
-    rim = (face_patch[a] >= 0) != (face_patch[b] >= 0)  # edges between a seen face and a patch face
-    bend = np.degrees(np.arccos(np.clip((normals[a] * normals[b]).sum(1), -1.0, 1.0)))[rim]
-    owner = np.maximum(face_patch[a], face_patch[b])[rim]
-    smooth = np.zeros(len(x), dtype=bool)
-    for p in range(count):
-        if (owner == p).any() and SMOOTH_RIM_DEGREES[0] <= np.median(bend[owner == p]) < SMOOTH_RIM_DEGREES[1]:
-            smooth[index[label == p]] = True
-    return smooth

@@ -7,7 +7,7 @@ from sv3d_trt.mesh import procedural_shape, reconstruct_mesh
 from sv3d_trt.mesh.cameras import load_cameras, orbit_cameras, sv3d_orbit
 from sv3d_trt.mesh.evaluate import render_ground_truth
 from sv3d_trt.mesh.lighting import LightSolver, SphericalHarmonicsLight
-from sv3d_trt.mesh.unseen import fill_unseen, seen_vertices
+from sv3d_trt.mesh.unseen import fill_unseen, gentle_rims, seen_vertices
 
 
 def _random_normals(generator, count):
@@ -58,24 +58,27 @@ def test_membrane_is_flat_under_a_flat_rim():
     assert int(underside.sum()) > 20
     bulged = vertices.clone()
     bulged[underside, 2] -= 0.1 + 0.1 * torch.rand(int(underside.sum()), generator=torch.Generator().manual_seed(1))
+    assert not bool(gentle_rims(bulged, faces, ~underside).any())  # the bottom edge is a crease: no continuation
     filled = fill_unseen(bulged, faces, ~underside)
     assert float((filled[underside, 2] + 0.5).abs().max()) < 1e-5
     assert torch.equal(filled[~underside], bulged[~underside])
 
 
 def test_gentle_rim_is_continued_as_a_cap():
-    """A ball's unseen underside meets the membrane at a gentle bend (here 30 degrees below latitude -60): the
-    fill continues the sphere (biharmonic) instead of cutting it flat; without continue_smooth it is the membrane."""
+    """A ball's unseen underside meets the membrane at a gentle bend (about 30 degrees below latitude -60):
+    gentle_rims marks it, and the fill continues the sphere (biharmonic) instead of cutting it flat."""
     mesh = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
     vertices = torch.tensor(mesh.vertices, dtype=torch.float32)
     faces = torch.tensor(mesh.faces)
     hidden = torch.rad2deg(torch.asin(vertices[:, 2] / 0.5)) < -60
     squashed = vertices.clone()
     squashed[hidden, 2] = -0.43 + 0.05 * torch.rand(int(hidden.sum()), generator=torch.Generator().manual_seed(0))
-    cap = fill_unseen(squashed, faces, ~hidden)
+    continued = gentle_rims(squashed, faces, ~hidden)
+    assert bool((continued[hidden] == 1).all()) and bool((continued[~hidden] == 0).all())
+    cap = fill_unseen(squashed, faces, ~hidden, continued)
     assert float((cap[hidden].norm(dim=1) - 0.5).abs().max()) < 0.01  # measured 0.006
     assert float(cap[:, 2].min()) < -0.49
-    membrane = fill_unseen(squashed, faces, ~hidden, continue_smooth=False)
+    membrane = fill_unseen(squashed, faces, ~hidden)
     assert float((membrane[hidden].norm(dim=1) - 0.5).abs().max()) > 0.05  # measured 0.074: flat under the rim
     assert torch.equal(cap[~hidden], squashed[~hidden]) and torch.equal(membrane[~hidden], squashed[~hidden])
 
