@@ -7,9 +7,10 @@ total = w_color  * mean (render - frame)^2                 photometric: albedo x
       + w_albedo * ALBEDO_SMOOTH_SCALE * mean |L albedo|^2  texture smoothness: neighbouring colours agree
 
 The normal term can keep creases (`crease_degrees`: it levels off beyond that bend, so a box's
-edges stay sharp while small wrinkles are smoothed). The colour term can be robust (Huber, `huber`): squared below a colour error of `huber`, linear
-above, so a frame whose colours are off (a generated view's exposure jump, flicker) pulls the
-surface with a bounded force instead of one that grows with the error.
+edges stay sharp while small wrinkles are smoothed). The colour term can be robust (Huber,
+`huber`): squared below a colour error of `huber`, linear above, so a frame whose colours are off
+(a generated view's exposure jump, flicker) pulls the surface with a bounded force instead of one
+that grows with the error.
 
 The image terms are means over every pixel of the rendered views, so they do not depend on the
 working resolution or the number of views per step. The Laplacian term is scaled by the target

@@ -80,12 +80,10 @@ def fill_unseen(vertices: torch.Tensor, faces: torch.Tensor, seen: torch.Tensor,
     mesh = _Mesh(vertices, faces)
     out = _solve(mesh.laplacian, mesh.x, hidden)
     if continued is not None:
-        vote = continued.detach().cpu().double().numpy()
-        count, label, index = mesh.patches(hidden)
+        _, label, index = mesh.patches(hidden)
+        share = np.bincount(label, weights=continued.detach().cpu().double().numpy()[index]) / np.bincount(label)
         smooth = np.zeros(len(out), dtype=bool)
-        for p in range(count):
-            members = index[label == p]
-            smooth[members] = vote[members].mean() > 0.5
+        smooth[index] = share[label] > 0.5  # each patch's mean vote
         if smooth.any():
             out = _solve((mesh.laplacian @ mesh.laplacian).tocsr(), out, smooth)
     return torch.tensor(out, dtype=vertices.dtype, device=vertices.device)

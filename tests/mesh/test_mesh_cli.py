@@ -80,36 +80,27 @@ def test_mesh_eval_help_lists_the_perturbations():
     assert "--quality [draft|default|high]" in text and "[default: the preset's]" in text
 
 
-def _orbit(folder, size=32):
-    folder.mkdir(parents=True)
-    cameras = orbit_cameras(*sv3d_orbit(), image_size=size)
-    (folder / "cameras.json").write_text(json.dumps(cameras))
-    for i, frame in enumerate(render_ground_truth(procedural_shape("sphere"), cameras, size).numpy()):
-        from PIL import Image
-        Image.fromarray((frame * 255).round().astype(np.uint8)).save(folder / f"frame_{i:03d}.png")
-
-
-def test_mesh_takes_a_result_folder_with_one_orbit(tmp_path):
+def test_mesh_takes_a_result_folder_with_one_orbit(tmp_path, write_orbit):
     """`sv3d-trt demo --out D` writes D/orbit/...; `sv3d-trt mesh D` finds it (as it would D/orbit)."""
-    _orbit(tmp_path / "demo" / "orbit")
+    write_orbit(tmp_path / "demo" / "orbit")
     result = CliRunner().invoke(main, ["mesh", str(tmp_path / "demo"), "--out", str(tmp_path / "m.glb"),
                                        "--quality", "draft", "--iters", "4", "--resolution", "32"])
     assert result.exit_code == 0, result.output
     assert f"frames: {tmp_path / 'demo' / 'orbit'}" in result.output and (tmp_path / "m.glb").is_file()
 
 
-def test_mesh_refuses_a_folder_with_several_orbits(tmp_path):
+def test_mesh_refuses_a_folder_with_several_orbits(tmp_path, write_orbit):
     for name in ("a", "b"):
-        _orbit(tmp_path / "runs" / name, size=16)
+        write_orbit(tmp_path / "runs" / name, size=16)
     result = CliRunner().invoke(main, ["mesh", str(tmp_path / "runs"), "--out", str(tmp_path / "m.glb")])
     assert result.exit_code == 1
     assert f"error: {tmp_path / 'runs'} holds 2 orbits (a, b); pass one of them as FRAMES_DIR" in result.output
     assert not (tmp_path / "m.glb").exists()
 
 
-def test_unusable_device_is_one_line(tmp_path):
+def test_unusable_device_is_one_line(tmp_path, write_orbit):
     """cuda:99 exists nowhere: on a CPU machine no driver, on a GPU machine too few devices; never a traceback."""
-    _orbit(tmp_path / "orbit", size=16)
+    write_orbit(tmp_path / "orbit", size=16)
     for command in (["mesh", str(tmp_path / "orbit"), "--out", str(tmp_path / "m.glb")], ["mesh-eval", "sphere"]):
         result = CliRunner().invoke(main, [*command, "--device", "cuda:99"])
         assert result.exit_code == 1, result.output

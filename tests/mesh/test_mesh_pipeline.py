@@ -1,32 +1,20 @@
 """End to end: CLI on PNG frames, GLB/OBJ round trip, and the issue's acceptance metrics at the default preset
 (`sv3d-trt mesh --quality default`: 256 px, 200 planned steps) on the CPU."""
-import json
-
 import numpy as np
 import pytest
 import trimesh
 from click.testing import CliRunner
-from PIL import Image
 
 from sv3d_trt.cli import main
 from sv3d_trt.mesh import evaluate, procedural_shape
-from sv3d_trt.mesh.cameras import orbit_cameras, sv3d_orbit
-from sv3d_trt.mesh.evaluate import render_ground_truth
 
 # Scores are asserted against fixed floors: one thread makes every run the same fit (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def frames_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("frames")
-    cameras = orbit_cameras(*sv3d_orbit(), image_size=64)
-    frames = render_ground_truth(procedural_shape("textured_sphere"), cameras, 64)
-    assert frames.min() < 0.5  # the object is there
-    for i, frame in enumerate(frames):
-        Image.fromarray((frame.numpy() * 255).round().astype(np.uint8)).save(folder / f"frame_{i:03d}.png")
-    (folder / "cameras.json").write_text(json.dumps(cameras))
-    return folder
+def frames_dir(tmp_path_factory, write_orbit):
+    return write_orbit(tmp_path_factory.mktemp("frames"), "textured_sphere", 64)
 
 
 def test_cli_mesh_writes_textured_glb_and_obj(frames_dir, tmp_path):
